@@ -1,0 +1,199 @@
+"""Datasets as tensors resident on the training device.
+
+Three datasets by name: ``mnist-sample`` (embedded, no install), ``mnist`` and
+``fashion-mnist`` (IDX files under a directory the user names).  Nothing is downloaded.
+
+Binarization follows Burda et al. (2016): training images are re-binarized every time a
+batch is drawn (dynamic), the test set is binarized once with a fixed seed so that
+log-likelihoods are proper and comparable across runs.
+"""
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pyrovae.errors import DatasetNotFound, PyroVAEError
+from pyrovae.registry import register
+
+ASSET = Path(__file__).parent / "assets" / "mnist_sample.npz"
+TEST_BINARIZATION_SEED = 0
+
+
+@dataclass
+class ImageData:
+    """A dataset on one device.  ``train_x`` keeps grey levels; ``test_x`` is binarized."""
+
+    name: str
+    train_x: torch.Tensor  # float32 [N, 784], grey levels in [0, 1]
+    train_y: torch.Tensor  # int64 [N]
+    test_x: torch.Tensor  # float32 [M, 784], one fixed binarization, {0, 1}
+    test_y: torch.Tensor  # int64 [M]
+    image_shape: tuple = (1, 28, 28)
+    num_classes: int = 10
+
+    @property
+    def x_dim(self) -> int:
+        return int(np.prod(self.image_shape))
+
+
+# --- file formats -----------------------------------------------------------------
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (LeCun's MNIST format), gzipped or not, into a uint8 array."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as e:
+        raise PyroVAEError(f"cannot read IDX file {path}: {e}") from None
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise PyroVAEError(f"{path} is not an unsigned-byte IDX file (bad magic number)")
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    offset = 4 + 4 * ndim
+    if len(data) - offset != int(np.prod(shape)):
+        raise PyroVAEError(f"{path} is truncated: header says {shape}, "
+                           f"file holds {len(data) - offset} bytes of data")
+    return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(shape)
+
+
+IDX_FILES = {
+    "train_x": "train-images-idx3-ubyte",
+    "train_y": "train-labels-idx1-ubyte",
+    "test_x": "t10k-images-idx3-ubyte",
+    "test_y": "t10k-labels-idx1-ubyte",
+}
+
+
+def find_idx_dir(data_dir: str | Path | None, torchvision_name: str, dataset: str) -> Path:
+    """The folder holding the four IDX files: ``data_dir`` itself or torchvision's
+    ``data_dir/<Name>/raw``."""
+    hint = {
+        "fashion-mnist": "e.g. `apt-get install dataset-fashion-mnist` and pass "
+                         "--data-dir /usr/share/datasets/fashion-mnist",
+        "mnist": "put train-images-idx3-ubyte.gz etc. (or torchvision's MNIST/raw folder) "
+                 "in a directory and pass --data-dir DIR",
+    }[dataset]
+    if data_dir is None:
+        raise DatasetNotFound(f"dataset {dataset!r} needs --data-dir (the folder with its "
+                              f"IDX files); {hint}")
+    root = Path(data_dir)
+    candidates = [root, root / torchvision_name / "raw", root / "raw"]
+    for folder in candidates:
+        if all(_idx_path(folder, stem) for stem in IDX_FILES.values()):
+            return folder
+    looked = ", ".join(str(c) for c in candidates)
+    raise DatasetNotFound(f"dataset {dataset!r}: IDX files ({', '.join(IDX_FILES.values())}"
+                          f"[.gz]) not found; looked in {looked}; {hint}")
+
+
+def _idx_path(folder: Path, stem: str) -> Path | None:
+    for name in (stem, stem + ".gz"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def _load_idx_dataset(data_dir, torchvision_name: str, dataset: str) -> dict[str, np.ndarray]:
+    folder = find_idx_dir(data_dir, torchvision_name, dataset)
+    arrays = {key: read_idx(_idx_path(folder, stem)) for key, stem in IDX_FILES.items()}
+    for split in ("train", "test"):
+        if arrays[f"{split}_x"].shape[0] != arrays[f"{split}_y"].shape[0]:
+            raise PyroVAEError(f"{folder}: {split} images and labels differ in count")
+    return arrays
+
+
+@register("dataset", "mnist-sample")
+def mnist_sample(data_dir=None) -> dict[str, np.ndarray]:
+    """The embedded 5,000-digit MNIST sample (see ``assets/PROVENANCE.md``)."""
+    with np.load(ASSET) as f:
+        return {k: f[k] for k in IDX_FILES}
+
+
+@register("dataset", "mnist")
+def mnist(data_dir=None) -> dict[str, np.ndarray]:
+    return _load_idx_dataset(data_dir, "MNIST", "mnist")
+
+
+@register("dataset", "fashion-mnist")
+def fashion_mnist(data_dir=None) -> dict[str, np.ndarray]:
+    return _load_idx_dataset(data_dir, "FashionMNIST", "fashion-mnist")
+
+
+# --- tensors ----------------------------------------------------------------------
+
+def load_dataset(name: str, *, data_dir=None, device="cpu",
+                 test_seed: int = TEST_BINARIZATION_SEED) -> ImageData:
+    """Load a dataset by name onto ``device``; the test set is binarized once with ``test_seed``.
+
+    The test binarization is ``torch.bernoulli`` over the whole test tensor in file order
+    with a CPU generator seeded ``test_seed`` (the same stream as ``torch.manual_seed``),
+    done on the CPU so every device sees the same test set.
+    """
+    from pyrovae import registry
+
+    arrays = registry.get("dataset", name)(data_dir=data_dir)
+    train_x = torch.from_numpy(arrays["train_x"].reshape(len(arrays["train_x"]), -1).astype(np.float32) / 255.0)
+    test_grey = torch.from_numpy(arrays["test_x"].reshape(len(arrays["test_x"]), -1).astype(np.float32) / 255.0)
+    if train_x.shape[1] != 784 or test_grey.shape[1] != 784:
+        raise PyroVAEError(f"dataset {name!r}: expected 28x28 images, got {train_x.shape[1]} pixels")
+    gen = torch.Generator().manual_seed(test_seed)
+    test_x = torch.bernoulli(test_grey, generator=gen)
+    return ImageData(
+        name=name,
+        train_x=train_x.to(device),
+        train_y=torch.from_numpy(arrays["train_y"].astype(np.int64)).to(device),
+        test_x=test_x.to(device),
+        test_y=torch.from_numpy(arrays["test_y"].astype(np.int64)).to(device),
+    )
+
+
+def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One stochastic binarization: each pixel ~ Bernoulli(grey level)."""
+    return torch.bernoulli(x, generator=generator)
+
+
+def check_images(x, *, x_dim: int = 784, binary: bool = False) -> torch.Tensor:
+    """Validate images handed to the public API; returns ``x`` flattened to ``[B, x_dim]``.
+
+    Raises :class:`PyroVAEError` for a non-tensor, wrong shape, NaN/inf or values outside
+    [0, 1] (or outside {0, 1} when ``binary``), naming the problem.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise PyroVAEError(f"images must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() >= 2 and x[0].numel() == x_dim and x.dim() <= 4:
+        x = x.reshape(x.shape[0], x_dim)
+    else:
+        raise PyroVAEError(f"images must have shape [batch, {x_dim}] or [batch, 1, 28, 28]-like "
+                           f"with {x_dim} pixels each; got {tuple(x.shape)}")
+    if not torch.is_floating_point(x):
+        x = x.float()
+    if not torch.isfinite(x).all():
+        bad = int((~torch.isfinite(x)).any(dim=1).sum())
+        raise PyroVAEError(f"images contain NaN or inf pixels ({bad} image(s) affected)")
+    if x.numel() and (x.min() < 0 or x.max() > 1):
+        raise PyroVAEError(f"pixel values must lie in [0, 1]; got range "
+                           f"[{float(x.min()):g}, {float(x.max()):g}] (scale uint8 images by 1/255)")
+    if binary and x.numel() and not ((x == 0) | (x == 1)).all():
+        raise PyroVAEError("the Bernoulli likelihood needs binary pixels {0, 1}; "
+                           "binarize with pyrovae.data.binarize(x) first")
+    return x
+
+
+def one_hot(y, num_classes: int, *, batch: int | None = None) -> torch.Tensor:
+    """Validated one-hot labels; a clear error for out-of-range or mis-counted labels."""
+    if not isinstance(y, torch.Tensor):
+        y = torch.as_tensor(y)
+    if y.dim() != 1 or torch.is_floating_point(y):
+        raise PyroVAEError(f"labels must be a 1-D integer tensor, got shape {tuple(y.shape)} "
+                           f"dtype {y.dtype}")
+    if batch is not None and y.shape[0] != batch:
+        raise PyroVAEError(f"got {y.shape[0]} labels for {batch} images")
+    if y.numel() and (y.min() < 0 or y.max() >= num_classes):
+        raise PyroVAEError(f"labels must lie in 0..{num_classes - 1}; got range "
+                           f"[{int(y.min())}, {int(y.max())}]")
+    return torch.nn.functional.one_hot(y.long(), num_classes).float()

@@ -1,0 +1,17 @@
+"""The one exception type users see for bad input.
+
+Everything the CLI turns into a one-line message and a non-zero exit derives from
+:class:`PyroVAEError`; anything else is a bug and keeps its traceback.
+"""
+
+
+class PyroVAEError(ValueError):
+    """Bad input or state that the user can fix; the message says how."""
+
+
+class DatasetNotFound(PyroVAEError, FileNotFoundError):
+    """A dataset's files are not where we looked."""
+
+
+class CheckpointError(PyroVAEError):
+    """A checkpoint is missing, truncated, corrupt or from an incompatible run."""

@@ -1,0 +1,68 @@
+"""Plain ``nn.Module`` building blocks, passed into models and guides.
+
+Networks stay plain torch modules (not PyroModules): their parameters are reached
+through ordinary ``nn.Module`` attribute lookup, which keeps Pyro's per-attribute
+bookkeeping out of the inner loop, and nothing in a model hard-codes a size.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from pyrovae.errors import PyroVAEError
+
+ACTIVATIONS = {
+    "relu": nn.ReLU,
+    "leaky_relu": nn.LeakyReLU,
+    "elu": nn.ELU,
+    "softplus": nn.Softplus,
+    "tanh": nn.Tanh,
+    "gelu": nn.GELU,
+}
+
+
+def activation(name: str) -> nn.Module:
+    try:
+        return ACTIVATIONS[name]()
+    except KeyError:
+        raise PyroVAEError(
+            f"unknown activation {name!r}; valid: {', '.join(sorted(ACTIVATIONS))}"
+        ) from None
+
+
+class MLP(nn.Sequential):
+    """``in_dim -> hidden... -> out_dim`` with an activation between layers, none at the end.
+
+    :param in_dim: input width.
+    :param hidden: one width or a sequence of widths (``()`` gives a single linear map).
+    :param out_dim: output width.
+    """
+
+    def __init__(self, in_dim: int, hidden: int | Sequence[int], out_dim: int, *,
+                 activation: str = "relu"):
+        widths = [hidden] if isinstance(hidden, int) else list(hidden)
+        layers: list[nn.Module] = []
+        prev = in_dim
+        for w in widths:
+            layers += [nn.Linear(prev, w), globals()["activation"](activation)]
+            prev = w
+        layers.append(nn.Linear(prev, out_dim))
+        super().__init__(*layers)
+        self.in_dim, self.out_dim = in_dim, out_dim
+
+
+class ConditionedMLP(nn.Module):
+    """An MLP whose input is ``cat(x, one_hot(y))``: the classic conditional-VAE recipe."""
+
+    def __init__(self, in_dim: int, num_classes: int, hidden, out_dim: int, *,
+                 activation: str = "relu"):
+        super().__init__()
+        self.num_classes = num_classes
+        self.net = MLP(in_dim + num_classes, hidden, out_dim, activation=activation)
+        self.in_dim, self.out_dim = in_dim, out_dim
+
+    def forward(self, x: torch.Tensor, y_onehot: torch.Tensor) -> torch.Tensor:
+        y_onehot = y_onehot.to(x.dtype).expand(*x.shape[:-1], self.num_classes)
+        return self.net(torch.cat([x, y_onehot], dim=-1))
