@@ -1,0 +1,233 @@
+"""``pyrovae`` command line: the composition root.
+
+Parses flags into frozen configs, builds objects through the registry, and calls the
+trainer/evaluator.  Nothing else in the package reads ``sys.argv``.  Every user-fixable
+problem surfaces as a one-line ``pyrovae: error: ...`` and exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from pyrovae import checkpoint
+from pyrovae.config import ModelConfig, RunConfig, TrainConfig, build_pair
+from pyrovae.errors import PyroVAEError
+
+
+# --- runs on disk -------------------------------------------------------------------
+
+@dataclass
+class Run:
+    """A run directory brought back to life: config, data, model and guide on ``device``."""
+
+    dir: Path
+    config: RunConfig
+    data: object
+    model: object
+    guide: object
+    state: dict
+
+
+def prepare_run_dir(path, *, resume: bool, overwrite: bool) -> Path:
+    path = Path(path)
+    if resume:
+        if not (path / "checkpoint.pt").is_file():
+            raise PyroVAEError(f"--resume: no checkpoint in {path}; start a new run without --resume")
+        return path
+    if path.exists() and any(path.iterdir()):
+        if not overwrite:
+            raise PyroVAEError(f"run directory {path} already exists; pass --resume to continue it, "
+                               f"--overwrite to replace it, or choose another --run-dir")
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def read_config(run_dir: Path) -> RunConfig:
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise PyroVAEError(f"{run_dir} is not a pyrovae run directory (no config.json)")
+    try:
+        return RunConfig.from_dict(json.loads(path.read_text()))
+    except json.JSONDecodeError as e:
+        raise PyroVAEError(f"{path} is not valid JSON: {e}") from None
+
+
+def load_run(run_dir, *, device: str = "auto") -> Run:
+    """Rebuild a trained run (its dataset, model and guide with the checkpoint's weights)."""
+    from pyrovae.data import load_dataset
+    from pyrovae.train import resolve_device
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise PyroVAEError(f"run directory {run_dir} does not exist")
+    cfg = read_config(run_dir)
+    dev = resolve_device(device)
+    state = checkpoint.load(run_dir / "checkpoint.pt", map_location=dev)
+    data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, device=dev)
+    model, guide = build_pair(cfg.model, x_dim=data.x_dim, num_classes=data.num_classes)
+    try:
+        model.load_state_dict(state["model"])
+        guide.load_state_dict(state["guide"])
+    except (KeyError, RuntimeError) as e:
+        raise PyroVAEError(f"checkpoint in {run_dir} does not match its config.json "
+                           f"({str(e).splitlines()[0][:200]})") from None
+    model.to(dev).eval()
+    guide.to(dev).eval()
+    return Run(run_dir, cfg, data, model, guide, state)
+
+
+# --- flags <-> configs ----------------------------------------------------------------
+
+def _add_config_flags(parser: argparse.ArgumentParser, cls, skip=()) -> None:
+    """One ``--flag`` per dataclass field, typed by its default."""
+    for f in fields(cls):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        parser.add_argument(flag, dest=f.name, type=type(f.default), default=None,
+                            help=f"default: {f.default}")
+
+
+def _config_from_args(args, cls, base=None):
+    base = base or cls()
+    changes = {f.name: getattr(args, f.name) for f in fields(cls)
+               if getattr(args, f.name, None) is not None}
+    return type(base)(**{**{f.name: getattr(base, f.name) for f in fields(cls)}, **changes})
+
+
+def add_train_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", default=None, help="mnist-sample (default), mnist, fashion-mnist")
+    p.add_argument("--data-dir", default=None, help="folder with the IDX files (mnist, fashion-mnist)")
+    p.add_argument("--run-dir", default=None, help="default: runs/<model>-<dataset>")
+    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --run-dir")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_config_flags(p, ModelConfig)
+    _add_config_flags(p, TrainConfig)
+
+
+def run_config_from_args(args) -> RunConfig:
+    return RunConfig(dataset=args.dataset or "mnist-sample", data_dir=args.data_dir,
+                     model=_config_from_args(args, ModelConfig),
+                     train=_config_from_args(args, TrainConfig))
+
+
+# --- commands -------------------------------------------------------------------------
+
+def cmd_train(args) -> int:
+    from pyrovae import plots, registry
+    from pyrovae.data import load_dataset
+    from pyrovae.train import fit, resolve_device
+
+    cfg = run_config_from_args(args)
+    run_dir = Path(args.run_dir or f"runs/{cfg.model.model}-{cfg.dataset}")
+    if args.resume:
+        old = read_config(run_dir)
+        # a resumed run keeps its configuration; only the epoch budget may grow
+        cfg = RunConfig(dataset=old.dataset, data_dir=old.data_dir, model=old.model,
+                        train=_config_from_args(args, TrainConfig, base=old.train)
+                        if args.epochs is not None else old.train)
+    factory = registry.get("model", cfg.model.model)
+    if hasattr(factory, "cli_train"):  # non-Pyro models (VQ-VAE) bring their own loop
+        return factory.cli_train(args, cfg, run_dir)
+    device = resolve_device(cfg.train.device)
+    data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, device=device)
+    model, guide = build_pair(cfg.model, x_dim=data.x_dim, num_classes=data.num_classes)
+    run_dir = prepare_run_dir(run_dir, resume=args.resume, overwrite=args.overwrite)
+    (run_dir / "config.json").write_text(cfg.to_json())
+    print(f"training {cfg.model.model} (prior {cfg.model.prior}, guide {cfg.model.guide}) on "
+          f"{cfg.dataset} [{len(data.train_x)} train / {len(data.test_x)} test] on {device}, "
+          f"objective {cfg.train.objective}; run directory {run_dir}")
+    history = fit(model, guide, data, cfg.train, run_dir=run_dir, config_json=cfg.to_json(),
+                  resume=args.resume, progress=not args.no_progress)
+    figures = write_training_figures(model, guide, data, history, run_dir)
+    last = history[-1]
+    print(f"epoch {last['epoch']}: test ELBO {last['test_elbo']:.2f} nats "
+          f"(reconstruction {last['test_recon']:.2f}, KL {last['test_kl']:.2f})")
+    print("figures: " + ", ".join(str(f) for f in figures))
+    return 0
+
+
+def write_training_figures(model, guide, data, history, run_dir: Path) -> list[Path]:
+    from pyrovae import plots
+
+    y = data.test_y[:64]
+    return [
+        plots.plot_samples(model, run_dir / "samples.png", x_dim=data.x_dim, y=y,
+                           device=data.test_x.device),
+        plots.plot_reconstructions(model, guide, data.test_x, run_dir / "reconstructions.png",
+                                   y=data.test_y),
+        plots.plot_loss(history, run_dir / "loss.png"),
+    ]
+
+
+def cmd_sample(args) -> int:
+    from pyrovae import plots
+
+    run = load_run(args.run, device=args.device)
+    out = Path(args.out) if args.out else run.dir / "samples.png"
+    plots.plot_samples(run.model, out, n=args.n, x_dim=run.data.x_dim,
+                       device=run.data.test_x.device)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    """Train the default VAE on the embedded sample, evaluate it, and say where things are."""
+    argv = ["train", "--run-dir", args.run_dir, "--epochs", str(args.epochs),
+            "--dataset", "mnist-sample"] + (["--overwrite"] if args.overwrite else [])
+    code = main(argv)
+    if code != 0:
+        return code
+    from pyrovae import evaluate as ev
+
+    if hasattr(ev, "evaluate_run"):
+        ev.evaluate_run(args.run_dir, num_particles=(1, 10, 100, 1000))
+    return 0
+
+
+COMMANDS = {
+    "train": (cmd_train, add_train_flags, "train a model/guide pair (or a VQ-VAE)"),
+    "sample": (cmd_sample, lambda p: (
+        p.add_argument("run", help="run directory"),
+        p.add_argument("--n", type=int, default=64),
+        p.add_argument("--out", default=None, help="default: RUN/samples.png"),
+        p.add_argument("--device", default="auto")), "decode prior samples of a trained run"),
+    "demo": (cmd_demo, lambda p: (
+        p.add_argument("--run-dir", default="runs/demo"),
+        p.add_argument("--epochs", type=int, default=40),
+        p.add_argument("--overwrite", action="store_true")),
+        "train + evaluate the default VAE on the embedded MNIST sample"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pyrovae", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (func, add_flags, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        add_flags(p)
+        p.set_defaults(func=func)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except PyroVAEError as e:
+        print(f"pyrovae: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pyrovae: interrupted; the last checkpoint is kept -- continue with --resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
