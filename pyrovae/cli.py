@@ -127,6 +127,7 @@ def cmd_train(args) -> int:
     cfg = run_config_from_args(args)
     run_dir = Path(args.run_dir or f"runs/{cfg.model.model}-{cfg.dataset}")
     if args.resume:
+        prepare_run_dir(run_dir, resume=True, overwrite=False)
         old = read_config(run_dir)
         # a resumed run keeps its configuration; only the epoch budget may grow
         cfg = RunConfig(dataset=old.dataset, data_dir=old.data_dir, model=old.model,

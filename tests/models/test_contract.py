@@ -1,0 +1,54 @@
+"""The model/guide contract, checked once for every registered Pyro model and guide."""
+import pytest
+import torch
+from pyro import poutine
+from pyro.poutine.util import site_is_subsample
+
+from pyrovae import registry
+from pyrovae.config import ModelConfig, build_pair
+
+
+def pyro_models():
+    return [m for m in registry.names("model") if not hasattr(registry.get("model", m), "cli_train")]
+
+
+def amortized_guides():
+    # guides that need more than a config (e.g. per-datapoint local guides) opt out
+    return [g for g in registry.names("guide")
+            if not getattr(registry.get("guide", g), "needs_data", False)]
+
+
+@pytest.mark.parametrize("guide_name", amortized_guides())
+@pytest.mark.parametrize("model_name", pyro_models())
+def test_pair_follows_contract(model_name, guide_name):
+    cfg = ModelConfig(model=model_name, guide=guide_name, latent_dim=3, hidden=16)
+    model, guide = build_pair(cfg, x_dim=784, num_classes=10)
+    x = torch.bernoulli(torch.full((5, 784), 0.3))
+    y = torch.arange(5)
+    guide_tr = poutine.trace(guide).get_trace(x, y)
+    model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(x, y)
+    model_tr.compute_log_prob()
+    guide_tr.compute_log_prob()
+
+    observed = [n for n, s in model_tr.nodes.items()
+                if s["type"] == "sample" and s["is_observed"] and not site_is_subsample(s)]
+    assert observed == ["x"], "the observation site 'x' must be the only observed site"
+    assert "z" in guide_tr.nodes and "z" in model_tr.nodes
+    for tr in (model_tr, guide_tr):
+        for name, site in tr.nodes.items():
+            if site["type"] != "sample" or site_is_subsample(site):
+                continue
+            frames = {f.name: f for f in site["cond_indep_stack"]}
+            assert "data" in frames, f"site {name!r} is outside the 'data' plate"
+            assert frames["data"].dim == -1 and frames["data"].size == 5
+            assert site["log_prob"].shape == (5,), f"site {name!r}: per-datapoint log-density"
+    assert model_tr.nodes["z"]["value"].shape == (5, 3)
+    assert model_tr.nodes["z"]["fn"].event_shape == (3,)
+    assert model_tr.nodes["x"]["fn"].event_shape == (784,)
+    # latents the guide does not sample would make the ELBO wrong
+    def latents(tr):
+        return {n for n, s in tr.nodes.items()
+                if s["type"] == "sample" and not s["is_observed"] and not site_is_subsample(s)}
+
+    model_latents, guide_latents = latents(model_tr), latents(guide_tr)
+    assert model_latents == guide_latents

@@ -1,0 +1,86 @@
+"""CLI: one-line errors with exit status 2 for bad input, and a tiny end-to-end run."""
+import json
+
+import pytest
+
+from pyrovae.cli import main
+
+TINY = ["--epochs", "1", "--latent-dim", "4", "--hidden", "32", "--no-progress"]
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "tiny"
+    assert main(["train", "--run-dir", str(run_dir), *TINY]) == 0
+    return run_dir
+
+
+def test_train_writes_the_run_directory(trained_run):
+    for name in ("config.json", "checkpoint.pt", "metrics.jsonl", "samples.png",
+                 "reconstructions.png", "loss.png"):
+        assert (trained_run / name).stat().st_size > 0, name
+    cfg = json.loads((trained_run / "config.json").read_text())
+    assert cfg["model"]["latent_dim"] == 4 and cfg["dataset"] == "mnist-sample"
+
+
+def test_sample_command(trained_run, capsys, tmp_path):
+    code, out, _ = run(capsys, "sample", str(trained_run), "--out", str(tmp_path / "s.png"))
+    assert code == 0 and (tmp_path / "s.png").stat().st_size > 0
+
+
+def test_resume_extends_a_finished_run(trained_run, capsys):
+    code, out, _ = run(capsys, "train", "--run-dir", str(trained_run), "--resume",
+                       "--epochs", "2", "--no-progress")
+    assert code == 0 and "epoch 2:" in out
+    lines = (trained_run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(s)["epoch"] for s in lines] == [1, 2]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--model", "gan"], "unknown model 'gan'; valid models: .*vae"),
+    (["train", "--guide", "nope"], "unknown guide 'nope'; valid guides: .*diagonal"),
+    (["train", "--dataset", "cifar"], "unknown dataset 'cifar'; valid datasets:"),
+    (["train", "--dataset", "fashion-mnist", "--data-dir", "/nonexistent"],
+     "IDX files .* not found; looked in /nonexistent"),
+    (["train", "--activation", "sigmoidish"], "unknown activation"),
+    (["train", "--device", "tpu"], "unknown device"),
+    (["sample", "/nonexistent/run"], "does not exist"),
+])
+def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, argv, message):
+    if argv[0] == "train":
+        argv = argv + ["--run-dir", str(tmp_path / "r")]
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert err.startswith("pyrovae: error: ") and err.count("\n") == 1
+    assert __import__("re").search(message, err), err
+
+
+def test_existing_run_dir_is_not_overwritten(trained_run, capsys):
+    before = (trained_run / "checkpoint.pt").read_bytes()
+    code, _, err = run(capsys, "train", "--run-dir", str(trained_run), *TINY)
+    assert code == 2 and "already exists" in err and "--resume" in err
+    assert (trained_run / "checkpoint.pt").read_bytes() == before
+
+
+def test_corrupt_checkpoint_is_one_line(trained_run, capsys, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(trained_run, broken)
+    data = (broken / "checkpoint.pt").read_bytes()
+    (broken / "checkpoint.pt").write_bytes(data[: len(data) // 3])
+    code, _, err = run(capsys, "sample", str(broken))
+    assert code == 2 and "corrupt or truncated" in err
+    code, _, err = run(capsys, "train", "--run-dir", str(broken), "--resume", "--no-progress")
+    assert code == 2 and "corrupt or truncated" in err
+
+
+def test_resume_without_checkpoint(capsys, tmp_path):
+    code, _, err = run(capsys, "train", "--run-dir", str(tmp_path / "none"), "--resume")
+    assert code == 2 and "no checkpoint" in err
