@@ -59,5 +59,9 @@ class DiagonalGaussianGuide(PyroModule):
 
 @register("guide", "diagonal")
 def diagonal(cfg, *, x_dim: int, num_classes: int):
+    from pyrovae.guides.conditional import conditional_diagonal, model_is_conditional
+
+    if model_is_conditional(cfg):  # a CVAE's guide is q(z | x, y)
+        return conditional_diagonal(cfg, x_dim=x_dim, num_classes=num_classes)
     encoder = MLP(x_dim, cfg.hidden, 2 * cfg.latent_dim, activation=cfg.activation)
     return DiagonalGaussianGuide(encoder, cfg.latent_dim, scale=cfg.scale)

@@ -164,16 +164,77 @@ def write_training_figures(model, guide, data, history, run_dir: Path) -> list[P
         plots.plot_reconstructions(model, guide, data.test_x, run_dir / "reconstructions.png",
                                    y=data.test_y),
         plots.plot_loss(history, run_dir / "loss.png"),
-    ]
+    ] + ([_class_grid(model, data, run_dir / "class_grid.png")]
+         if getattr(model, "conditional", False) else [])
+
+
+def _class_grid(model, data, path):
+    from pyrovae import latent_plots
+
+    return latent_plots.plot_class_grid(model, path, num_classes=data.num_classes,
+                                        x_dim=data.x_dim, device=data.test_x.device,
+                                        names=latent_plots.class_names(data.name,
+                                                                       data.num_classes))
 
 
 def cmd_sample(args) -> int:
-    from pyrovae import plots
+    import torch
+
+    from pyrovae import latent_plots, plots
+    from pyrovae.data import one_hot
 
     run = load_run(args.run, device=args.device)
-    out = Path(args.out) if args.out else run.dir / "samples.png"
-    plots.plot_samples(run.model, out, n=args.n, x_dim=run.data.x_dim,
-                       device=run.data.test_x.device)
+    dev = run.data.test_x.device
+    conditional = getattr(run.model, "conditional", False)
+    if (args.label is not None or args.grid) and not conditional:
+        raise PyroVAEError(f"--label and --grid need a conditional model (train one with "
+                           f"--model cvae); {run.dir} holds a {run.config.model.model!r} model")
+    if args.grid or (conditional and args.label is None):  # a CVAE without --label: all classes
+        out = Path(args.out) if args.out else run.dir / "class_grid.png"
+        latent_plots.plot_class_grid(
+            run.model, out, num_classes=run.data.num_classes, per_row=args.per_row,
+            x_dim=run.data.x_dim, device=dev,
+            names=latent_plots.class_names(run.config.dataset, run.data.num_classes))
+    else:
+        y = None if args.label is None else torch.full((args.n,), args.label, device=dev)
+        if y is not None:  # checked here: Pyro appends trace shapes to errors raised in a model
+            one_hot(y, run.data.num_classes)
+        out = Path(args.out) if args.out else run.dir / (
+            "samples.png" if y is None else f"samples_label{args.label}.png")
+        plots.plot_samples(run.model, out, n=args.n, x_dim=run.data.x_dim, y=y, device=dev,
+                           title="decoded prior samples" + (f", label {args.label}"
+                                                            if y is not None else ""))
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_traverse(args) -> int:
+    from pyrovae import latent_plots
+
+    run = load_run(args.run, device=args.device)
+    y = run.data.test_y if getattr(run.model, "conditional", False) else None
+    out = Path(args.out) if args.out else run.dir / "traversal.png"
+    latent_plots.plot_traversal(run.model, run.guide, run.data.test_x, out, y=y,
+                                index=args.index, span=args.span, steps=args.steps,
+                                max_units=args.max_units)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_interpolate(args) -> int:
+    from pyrovae import latent_plots
+
+    run = load_run(args.run, device=args.device)
+    idx = args.pairs
+    if len(idx) % 2 or any(not 0 <= i < len(run.data.test_x) for i in idx):
+        raise PyroVAEError(f"--pairs takes test-set indices in pairs (A B A B ...), each in "
+                           f"0..{len(run.data.test_x) - 1}; got {idx}")
+    a, b = idx[0::2], idx[1::2]
+    y = run.data.test_y if getattr(run.model, "conditional", False) else None
+    out = Path(args.out) if args.out else run.dir / "interpolation.png"
+    latent_plots.plot_interpolation(run.model, run.guide, run.data.test_x[a], run.data.test_x[b],
+                                    out, y_a=None if y is None else y[a],
+                                    y_b=None if y is None else y[b], steps=args.steps)
     print(f"wrote {out}")
     return 0
 
@@ -198,7 +259,31 @@ COMMANDS = {
         p.add_argument("run", help="run directory"),
         p.add_argument("--n", type=int, default=64),
         p.add_argument("--out", default=None, help="default: RUN/samples.png"),
+        p.add_argument("--label", type=int, default=None,
+                       help="conditional models: draw every sample with this class"),
+        p.add_argument("--grid", action="store_true",
+                       help="conditional models: one row per class (the default without --label)"),
+        p.add_argument("--per-row", type=int, default=12, help="samples per class row (--grid)"),
         p.add_argument("--device", default="auto")), "decode prior samples of a trained run"),
+    "traverse": (cmd_traverse, lambda p: (
+        p.add_argument("run", help="run directory"),
+        p.add_argument("--index", type=int, default=0, help="test digit whose posterior mean "
+                       "holds the other units"),
+        p.add_argument("--span", type=float, default=3.0, help="sweep each unit over [-span, span]"),
+        p.add_argument("--steps", type=int, default=11),
+        p.add_argument("--max-units", type=int, default=None, help="show only the N units "
+                       "with the largest KL"),
+        p.add_argument("--out", default=None, help="default: RUN/traversal.png"),
+        p.add_argument("--device", default="auto")),
+        "latent traversal: each unit swept with the others at a test digit's posterior mean"),
+    "interpolate": (cmd_interpolate, lambda p: (
+        p.add_argument("run", help="run directory"),
+        p.add_argument("--pairs", type=int, nargs="+", default=[0, 500, 100, 900, 250, 750],
+                       help="test-set indices A B [A B ...]: one row per pair"),
+        p.add_argument("--steps", type=int, default=10),
+        p.add_argument("--out", default=None, help="default: RUN/interpolation.png"),
+        p.add_argument("--device", default="auto")),
+        "decode the straight line between two test digits' posterior means"),
     "demo": (cmd_demo, lambda p: (
         p.add_argument("--run-dir", default="runs/demo"),
         p.add_argument("--epochs", type=int, default=40),

@@ -54,11 +54,12 @@ def scale_observed(gamma: float) -> ScaleSitesMessenger:
 # --- schedules: pure functions of the training progress (in epochs, fractional) ----
 
 def constant(progress: float, *, beta: float, **_) -> float:
+    """beta(t) = beta."""
     return beta
 
 
 def linear_warmup(progress: float, *, beta: float, warmup_epochs: float, **_) -> float:
-    """KL annealing (Bowman et al. 2016): beta rises linearly from 0 to ``beta``."""
+    """KL annealing (Bowman et al. 2016): beta(t) = beta * min(1, t / warmup_epochs)."""
     if warmup_epochs <= 0:
         return beta
     return beta * min(1.0, progress / warmup_epochs)
@@ -66,9 +67,10 @@ def linear_warmup(progress: float, *, beta: float, warmup_epochs: float, **_) ->
 
 def cyclical(progress: float, *, beta: float, epochs: float, cycles: int,
              ratio: float = 0.5, **_) -> float:
-    """Cyclical annealing (Fu et al. 2019): ``cycles`` periods, each rising linearly over
-    its first ``ratio`` fraction then held at ``beta``."""
-    period = epochs / max(cycles, 1)
+    """Cyclical annealing (Fu et al. 2019): ``cycles`` periods of length T = epochs / cycles;
+    within each, beta(t) = beta * min(1, tau / ratio) with tau = (t mod T) / T, i.e. a
+    linear rise over the first ``ratio`` of the period, then held at ``beta``."""
+    period = epochs / cycles
     phase = (progress % period) / period
     return beta * min(1.0, phase / ratio)
 
@@ -77,11 +79,17 @@ SCHEDULES = {"constant": constant, "linear": linear_warmup, "cyclical": cyclical
 
 
 def beta_at(progress: float, cfg) -> float:
-    """β at ``progress`` epochs for a :class:`~pyrovae.config.TrainConfig`."""
+    """β at ``progress`` epochs (fractional) for a :class:`~pyrovae.config.TrainConfig`."""
     try:
         fn = SCHEDULES[cfg.beta_schedule]
     except KeyError:
         raise PyroVAEError(f"unknown beta schedule {cfg.beta_schedule!r}; valid: "
                            f"{', '.join(SCHEDULES)}") from None
+    # checked here, on every call, because the trainer never builds the schedule itself
+    if not (cfg.beta >= 0) or math.isinf(cfg.beta):
+        raise PyroVAEError(f"--beta must be finite and >= 0, got {cfg.beta}")
+    if cfg.beta_schedule == "cyclical" and (cfg.cycles < 1 or cfg.epochs < 1):
+        raise PyroVAEError(f"the cyclical schedule needs --cycles >= 1 and --epochs >= 1, "
+                           f"got cycles={cfg.cycles}, epochs={cfg.epochs}")
     return fn(progress, beta=cfg.beta, warmup_epochs=cfg.warmup_epochs,
               epochs=cfg.epochs, cycles=cfg.cycles)

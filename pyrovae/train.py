@@ -13,6 +13,7 @@ epoch, RNG states, config and history.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -81,12 +82,17 @@ def _set_rng_state(state: dict, gen: torch.Generator) -> None:
 
 
 def fit(model, guide, data: ImageData, cfg: TrainConfig, *, run_dir=None,
-        config_json: str | None = None, resume: bool = False, progress: bool = True):
+        config_json: str | None = None, resume: bool = False, progress: bool = True,
+        handlers=()):
     """Train ``(model, guide)`` on ``data``; returns the per-epoch history (list of dicts).
 
     :param run_dir: where ``checkpoint.pt`` and ``metrics.jsonl`` go (None: keep nothing).
     :param config_json: the full run configuration, stored in each checkpoint.
     :param resume: continue from ``run_dir/checkpoint.pt`` exactly where it stopped.
+    :param handlers: more effect handlers entered around every training loss, inside the
+        β handler -- e.g. ``scale_observed(0)`` trains on the KL term alone.  They shape
+        training only (test metrics stay at β = 1) and are not saved with the run: pass
+        them again on resume.
     """
     device = data.train_x.device
     model.to(device)
@@ -118,6 +124,8 @@ def fit(model, guide, data: ImageData, cfg: TrainConfig, *, run_dir=None,
     steps = math.ceil(n / bs)
     scaler = ScaleSitesMessenger()
     loss_fn = objective.differentiable_loss
+    if handlers:
+        loss_fn = _under(handlers, loss_fn)
     bar = tqdm(total=(cfg.epochs - start_epoch) * steps, disable=not progress,
                desc="train", unit="step", dynamic_ncols=True)
     # distribution argument checks cost ~10% per step; inputs were validated once upstream
@@ -139,7 +147,7 @@ def fit(model, guide, data: ImageData, cfg: TrainConfig, *, run_dir=None,
                 total += loss.detach()
                 bar.update()
                 if (i + 1) % cfg.log_every == 0:  # the only host sync inside an epoch
-                    value = float(loss) / len(idx)
+                    value = float(loss.detach()) / len(idx)
                     _check_finite(value, epoch, run_dir)
                     bar.set_postfix(epoch=epoch + 1, loss=f"{value:.2f}", beta=f"{scaler.latent:.3g}")
             train_loss = float(total) / n
@@ -162,6 +170,16 @@ def fit(model, guide, data: ImageData, cfg: TrainConfig, *, run_dir=None,
                 }, ckpt_path)
                 _append_metrics(run_dir, record)
     return history
+
+
+def _under(handlers, fn):
+    """``fn`` called with every handler in ``handlers`` open."""
+    def wrapped(*args):
+        with contextlib.ExitStack() as stack:
+            for h in handlers:
+                stack.enter_context(h)
+            return fn(*args)
+    return wrapped
 
 
 def _check_finite(value: float, epoch: int, run_dir) -> None:
