@@ -8,11 +8,11 @@ The prior and the decoder network are passed in, so the same model serves any pr
 from __future__ import annotations
 
 import pyro
-import pyro.distributions as dist
 import torch
 from pyro.nn import PyroModule
 from torch import nn
 
+from pyrovae.distributions import IndependentBernoulli
 from pyrovae.nets import MLP
 from pyrovae.registry import register
 
@@ -33,7 +33,7 @@ class VAE(PyroModule):
         with pyro.plate("data", x.shape[0]):
             z = pyro.sample("z", self.prior())
             logits = self.decoder(z)
-            return pyro.sample("x", dist.Bernoulli(logits=logits).to_event(1), obs=x)
+            return pyro.sample("x", IndependentBernoulli(logits), obs=x)  # fast Bernoulli.to_event(1)
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:

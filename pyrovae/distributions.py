@@ -1,0 +1,102 @@
+"""Observation distributions whose log-density is cheap enough for K = 5000 particles.
+
+``IndependentBernoulli(logits)`` is ``Bernoulli(logits=logits).to_event(1)`` with the
+same samples, support and log-density, computed as
+
+    log p(x | l) = Σ_i [x_i l_i - softplus(l_i)]
+                 = Σ_i (x_i - 1/2) l_i - 1/2 Σ_i |l_i| + log Π_i sigmoid(|l_i|)
+
+using softplus(l) = (l + |l|)/2 - log sigmoid(|l|).  Each factor of the product lies in
+[1/2, 1), so a group of up to ``log2(1 / finfo.tiny) - 1`` of them cannot underflow;
+one ``log`` per group replaces one ``log1p`` per pixel, which leaves a single in-place
+``sigmoid`` per pixel as the only transcendental.  On this project's CPU the likelihood
+of a 784-pixel image costs about 4x less than Pyro's Bernoulli (which goes through
+``binary_cross_entropy_with_logits``); that matters when an importance-weighted bound
+evaluates it for millions of particles (see scripts/benchmark_evaluation.py).  The
+rounding error is that of a float sum over pixels (about 1e-7 relative).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from pyro.distributions import TorchDistribution, constraints
+from torch.distributions.utils import lazy_property
+
+
+def _group_size(n: int, dtype: torch.dtype) -> int:
+    """Largest group whose product cannot underflow (2^-g > finfo.tiny), preferring a
+    divisor of ``n``."""
+    cap = min(n, int(-math.log2(torch.finfo(dtype).tiny)) - 1)
+    for g in range(cap, max(cap // 2, 1) - 1, -1):
+        if n % g == 0:
+            return g
+    return cap
+
+
+def bernoulli_log_prob(logits: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """``Σ_i [x_i l_i - softplus(l_i)]`` over the last dim, broadcasting ``value``."""
+    n = logits.shape[-1]
+    linear = (logits * (value - 0.5)).sum(-1)  # value is usually [batch, D]: cheap to shift
+    a = logits.abs()
+    abs_sum = a.sum(-1)
+    if torch.is_grad_enabled() and logits.requires_grad:
+        a = torch.sigmoid(a)  # out of place: autograd needs |l|
+    else:
+        a = a.sigmoid_()
+    g = _group_size(n, a.dtype)
+    full = n - n % g
+    log_prod = a[..., :full].reshape(*a.shape[:-1], full // g, g).prod(-1).log().sum(-1)
+    if full < n:
+        log_prod = log_prod + a[..., full:].log().sum(-1)
+    return linear - 0.5 * abs_sum + log_prod
+
+
+class IndependentBernoulli(TorchDistribution):
+    """``Bernoulli(logits=logits).to_event(1)`` with a faster ``log_prob``.
+
+    :param logits: ``[..., D]``; batch shape ``[...]``, event shape ``[D]``.
+    """
+
+    arg_constraints = {"logits": constraints.independent(constraints.real, 1)}
+    support = constraints.independent(constraints.boolean, 1)
+    has_enumerate_support = False
+
+    def __init__(self, logits: torch.Tensor, validate_args=None):
+        self.logits = logits
+        super().__init__(logits.shape[:-1], logits.shape[-1:], validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(IndependentBernoulli, _instance)
+        batch_shape = torch.Size(batch_shape)
+        new.logits = self.logits.expand(batch_shape + self.event_shape)
+        super(IndependentBernoulli, new).__init__(batch_shape, self.event_shape,
+                                                  validate_args=False)
+        new._validate_args = self._validate_args
+        return new
+
+    @lazy_property
+    def probs(self) -> torch.Tensor:
+        return torch.sigmoid(self.logits)
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.probs
+
+    @property
+    def variance(self) -> torch.Tensor:
+        return self.probs * (1 - self.probs)
+
+    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        shape = self._extended_shape(sample_shape)
+        with torch.no_grad():
+            return torch.bernoulli(self.probs.expand(shape))
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        return bernoulli_log_prob(self.logits, value)
+
+    def entropy(self) -> torch.Tensor:
+        p = self.probs
+        return -(p * self.logits).sum(-1) + torch.nn.functional.softplus(self.logits).sum(-1)

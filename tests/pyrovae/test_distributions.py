@@ -1,0 +1,60 @@
+"""IndependentBernoulli must be Bernoulli(logits).to_event(1) in every observable way."""
+import pyro.distributions as dist
+import pytest
+import torch
+
+from pyrovae.distributions import IndependentBernoulli, _group_size
+
+
+def _logits(*shape, dtype=torch.float64):
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(*shape, generator=g, dtype=dtype) * 6
+    logits.view(-1)[:4] = torch.tensor([0.0, 90.0, -90.0, 1e-3], dtype=dtype)  # extremes
+    return logits
+
+
+@pytest.mark.parametrize("d", [784, 13, 1, 250])
+def test_log_prob_and_gradient_match_pyro_bernoulli(d):
+    logits = _logits(3, 5, d).requires_grad_()
+    x = (torch.rand(5, d) < 0.5).double()  # broadcast over the particle dim, as in the evaluator
+    ours = IndependentBernoulli(logits).log_prob(x)
+    ref = dist.Bernoulli(logits=logits).to_event(1).log_prob(x)
+    assert ours.shape == ref.shape == (3, 5)
+    assert torch.allclose(ours, ref, rtol=1e-12, atol=1e-9)
+    g_ours, = torch.autograd.grad(ours.sum(), logits)
+    g_ref, = torch.autograd.grad(ref.sum(), logits)
+    assert torch.allclose(g_ours, g_ref, rtol=1e-10, atol=1e-12)
+    with torch.no_grad():  # the in-place path the evaluator takes
+        assert torch.allclose(IndependentBernoulli(logits).log_prob(x), ref, atol=1e-9)
+
+
+def test_float32_error_is_that_of_a_float_sum():
+    logits = _logits(64, 784)
+    x = (torch.rand(64, 784) < 0.3).float()
+    ref = dist.Bernoulli(logits=logits).to_event(1).log_prob(x.double())
+    err = (IndependentBernoulli(logits.float()).log_prob(x).double() - ref).abs().max()
+    pyro_err = (dist.Bernoulli(logits=logits.float()).to_event(1).log_prob(x).double() - ref
+                ).abs().max()
+    assert err < 2 * pyro_err + 1e-4
+
+
+def test_shapes_samples_moments_and_support():
+    logits = _logits(4, 10)
+    d, ref = IndependentBernoulli(logits), dist.Bernoulli(logits=logits).to_event(1)
+    assert d.batch_shape == ref.batch_shape and d.event_shape == ref.event_shape
+    s = d.sample((2000,))
+    assert s.shape == (2000, 4, 10) and set(s.unique().tolist()) <= {0.0, 1.0}
+    assert torch.allclose(s.mean(0), ref.mean, atol=0.05)
+    assert torch.allclose(d.mean, ref.mean) and torch.allclose(d.variance, ref.variance)
+    assert torch.allclose(d.entropy(), ref.entropy())
+    e = d.expand((3, 4))
+    assert e.batch_shape == (3, 4) and torch.allclose(e.log_prob(s[:3]), ref.expand((3, 4)).log_prob(s[:3]))
+    with pytest.raises(ValueError):
+        IndependentBernoulli(logits, validate_args=True).log_prob(torch.full((4, 10), 0.5))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])
+def test_group_products_cannot_underflow(dtype):
+    g = _group_size(784, dtype)
+    assert 0.5 ** g > torch.finfo(dtype).tiny
+    assert g >= 7
