@@ -89,7 +89,7 @@ class LocalGuide(PyroModule):
 
     def rows(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor | slice:
         """Indices into ``data_x`` of the rows of ``x`` (all of them when ``x`` is ``data_x``)."""
-        same_y = (y is None) == (self.data_y is None) and (y is None or torch.equal(y, self.data_y))
+        same_y = self.data_y is None or (y is not None and torch.equal(y, self.data_y))
         if x.shape == self.data_x.shape and same_y and torch.equal(x, self.data_x):
             return slice(None)
         if self._rows is None:
