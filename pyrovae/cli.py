@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 from dataclasses import dataclass, fields
@@ -120,7 +121,7 @@ def run_config_from_args(args) -> RunConfig:
 # --- commands -------------------------------------------------------------------------
 
 def cmd_train(args) -> int:
-    from pyrovae import plots, registry
+    from pyrovae import distributed, plots, registry
     from pyrovae.data import load_dataset
     from pyrovae.train import fit, resolve_device
 
@@ -135,17 +136,24 @@ def cmd_train(args) -> int:
                         if args.epochs is not None else old.train)
     factory = registry.get("model", cfg.model.model)
     if hasattr(factory, "cli_train"):  # non-Pyro models (VQ-VAE) bring their own loop
+        if distributed.launched(os.environ):
+            raise PyroVAEError(f"{cfg.model.model} trains in one process; run it without torchrun")
         return factory.cli_train(args, cfg, run_dir)
-    device = resolve_device(cfg.train.device)
+    # under torchrun: one process per device, data-parallel (see pyrovae/distributed.py)
+    world, device = distributed.setup(os.environ, resolve_device(cfg.train.device))
     data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, device=device)
     model, guide = build_pair(cfg.model, x_dim=data.x_dim, num_classes=data.num_classes)
-    run_dir = prepare_run_dir(run_dir, resume=args.resume, overwrite=args.overwrite)
-    (run_dir / "config.json").write_text(cfg.to_json())
-    print(f"training {cfg.model.model} (prior {cfg.model.prior}, guide {cfg.model.guide}) on "
-          f"{cfg.dataset} [{len(data.train_x)} train / {len(data.test_x)} test] on {device}, "
-          f"objective {cfg.train.objective}; run directory {run_dir}")
+    if world.is_main:  # only rank 0 writes
+        run_dir = prepare_run_dir(run_dir, resume=args.resume, overwrite=args.overwrite)
+        (run_dir / "config.json").write_text(cfg.to_json())
+        print(f"training {cfg.model.model} (prior {cfg.model.prior}, guide {cfg.model.guide}) on "
+              f"{cfg.dataset} [{len(data.train_x)} train / {len(data.test_x)} test] on {device}"
+              f"{f' x {world.size} processes' if world.size > 1 else ''}, "
+              f"objective {cfg.train.objective}; run directory {run_dir}")
     history = fit(model, guide, data, cfg.train, run_dir=run_dir, config_json=cfg.to_json(),
                   resume=args.resume, progress=not args.no_progress)
+    if not world.is_main:
+        return 0
     figures = write_training_figures(model, guide, data, history, run_dir)
     last = history[-1]
     print(f"epoch {last['epoch']}: test ELBO {last['test_elbo']:.2f} nats "

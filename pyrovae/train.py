@@ -13,7 +13,6 @@ epoch, RNG states, config and history.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import time
@@ -23,11 +22,12 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from pyrovae import checkpoint
+from pyrovae import checkpoint, distributed
 from pyrovae.config import TrainConfig
 from pyrovae.data import ImageData
 from pyrovae.errors import PyroVAEError
-from pyrovae.handlers import ScaleSitesMessenger, beta_at
+from pyrovae.handlers import beta_at
+from pyrovae.step import TrainStep, make_optimizer
 
 
 class TrainingDiverged(PyroVAEError):
@@ -93,6 +93,10 @@ def fit(model, guide, data: ImageData, cfg: TrainConfig, *, run_dir=None,
         β handler -- e.g. ``scale_observed(0)`` trains on the KL term alone.  They shape
         training only (test metrics stay at β = 1) and are not saved with the run: pass
         them again on resume.
+
+    Inside a ``torch.distributed`` process group (torchrun) every rank calls ``fit``; each
+    trains on its shard of every global batch of ``cfg.batch_size`` and only rank 0
+    evaluates and writes (see :mod:`pyrovae.distributed`).
     """
     device = data.train_x.device
     model.to(device)
@@ -101,10 +105,11 @@ def fit(model, guide, data: ImageData, cfg: TrainConfig, *, run_dir=None,
     params = list(model.parameters()) + list(guide.parameters())
     if not params:
         raise PyroVAEError("the model and guide have no parameters to train")
-    optimizer = torch.optim.Adam(params, lr=cfg.lr, foreach=True)
-    gen = torch.Generator(device=device)
-    torch.manual_seed(cfg.seed)
-    gen.manual_seed(cfg.seed + 1)
+    optimizer = make_optimizer(params, lr=cfg.lr)
+    world = distributed.current()
+    gen = torch.Generator(device=device)  # this rank's permutations and binarizations
+    torch.manual_seed(world.seed(cfg.seed))  # latent noise
+    gen.manual_seed(world.seed(cfg.seed + 1))
     history: list[dict] = []
     start_epoch = 0
     run_dir = Path(run_dir) if run_dir is not None else None
@@ -114,72 +119,74 @@ def fit(model, guide, data: ImageData, cfg: TrainConfig, *, run_dir=None,
         model.load_state_dict(state["model"])
         guide.load_state_dict(state["guide"])
         optimizer.load_state_dict(state["optimizer"])
-        _set_rng_state(state["rng"], gen)
         history = json.loads(state["history"])
         start_epoch = int(state["epoch"])
-        _write_metrics(run_dir, history)  # drop lines written after the checkpoint
+        _restore_rng(state, gen, world, cfg.seed + start_epoch)
+        if world.is_main:
+            _write_metrics(run_dir, history)  # drop lines written after the checkpoint
 
     n = data.train_x.shape[0]
     bs = min(cfg.batch_size, n)
     steps = math.ceil(n / bs)
-    scaler = ScaleSitesMessenger()
-    loss_fn = objective.differentiable_loss
-    if handlers:
-        loss_fn = _under(handlers, loss_fn)
-    bar = tqdm(total=(cfg.epochs - start_epoch) * steps, disable=not progress,
+    if n - (steps - 1) * bs < world.size:  # a last batch too small to give every rank a point
+        steps -= 1
+    seen = min(n, steps * bs)
+    step = TrainStep(model, guide, objective, optimizer, handlers=handlers, world=world)
+    bar = tqdm(total=(cfg.epochs - start_epoch) * steps, disable=not (progress and world.is_main),
                desc="train", unit="step", dynamic_ncols=True)
     # distribution argument checks cost ~10% per step; inputs were validated once upstream
     with pyro.validation_enabled(False), bar:
         for epoch in range(start_epoch, cfg.epochs):
             model.train(), guide.train()
             t0 = time.perf_counter()
-            perm = torch.randperm(n, generator=gen, device=device)
+            perm = world.same_as_main(torch.randperm(n, generator=gen, device=device))
             total = torch.zeros((), device=device)
             for i in range(steps):
-                idx = perm[i * bs:(i + 1) * bs]
+                idx = world.shard(perm[i * bs:(i + 1) * bs])
                 x = torch.bernoulli(data.train_x[idx], generator=gen)
-                scaler.latent = beta_at(epoch + i / steps, cfg)
-                with scaler:
-                    loss = loss_fn(model, guide, x, data.train_y[idx])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total += loss.detach()
+                beta = beta_at(epoch + i / steps, cfg)
+                loss = step(x, data.train_y[idx], beta)
+                total += loss
                 bar.update()
                 if (i + 1) % cfg.log_every == 0:  # the only host sync inside an epoch
-                    value = float(loss.detach()) / len(idx)
+                    value = float(world.sum(loss)) / min(bs, n - i * bs)
                     _check_finite(value, epoch, run_dir)
-                    bar.set_postfix(epoch=epoch + 1, loss=f"{value:.2f}", beta=f"{scaler.latent:.3g}")
-            train_loss = float(total) / n
+                    bar.set_postfix(epoch=epoch + 1, loss=f"{value:.2f}", beta=f"{beta:.3g}")
+            train_loss = float(world.sum(total)) / seen
             _check_finite(train_loss, epoch, run_dir)
             seconds = time.perf_counter() - t0
             model.eval(), guide.eval()
-            record = {"epoch": epoch + 1, "step": (epoch + 1) * steps,
-                      "beta": beta_at(epoch + 1 - 1e-9, cfg), "train_loss": train_loss,
-                      **test_metrics(model, guide, data.test_x, data.test_y,
-                                     batch_size=cfg.eval_batch_size),
-                      "seconds": seconds}
-            history.append(record)
-            bar.set_postfix(epoch=epoch + 1, test_elbo=f"{record['test_elbo']:.2f}")
-            if run_dir is not None:
+            record = None
+            if world.is_main:
+                record = {"epoch": epoch + 1, "step": (epoch + 1) * steps,
+                          "beta": beta_at(epoch + 1 - 1e-9, cfg), "train_loss": train_loss,
+                          **test_metrics(model, guide, data.test_x, data.test_y,
+                                         batch_size=cfg.eval_batch_size),
+                          "seconds": seconds}
+                bar.set_postfix(epoch=epoch + 1, test_elbo=f"{record['test_elbo']:.2f}")
+            history.append(world.from_main(record))
+            rng = world.gather(_rng_state(gen))
+            if run_dir is not None and world.is_main:
                 checkpoint.save({
                     "config": config_json or "{}",
                     "model": model.state_dict(), "guide": guide.state_dict(),
                     "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
-                    "rng": _rng_state(gen), "history": json.dumps(history),
+                    "rng": rng[0], "rng_ranks": rng, "history": json.dumps(history),
                 }, ckpt_path)
-                _append_metrics(run_dir, record)
+                _append_metrics(run_dir, history[-1])
+    world.barrier()  # when fit returns on any rank, rank 0's files are written
     return history
 
 
-def _under(handlers, fn):
-    """``fn`` called with every handler in ``handlers`` open."""
-    def wrapped(*args):
-        with contextlib.ExitStack() as stack:
-            for h in handlers:
-                stack.enter_context(h)
-            return fn(*args)
-    return wrapped
+def _restore_rng(state: dict, gen: torch.Generator, world, seed: int) -> None:
+    """Continue this rank's random streams; a different world size starts fresh ones."""
+    ranks = state.get("rng_ranks", [state["rng"]])
+    if len(ranks) == world.size:
+        _set_rng_state(ranks[world.rank], gen)
+        return
+    # the checkpoint has no streams for this world: reseed from (seed, epoch, rank)
+    torch.manual_seed(world.seed(seed))
+    gen.manual_seed(world.seed(seed + 1))
 
 
 def _check_finite(value: float, epoch: int, run_dir) -> None:
