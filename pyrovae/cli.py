@@ -110,6 +110,10 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_config_flags(p, ModelConfig)
     _add_config_flags(p, TrainConfig)
+    from pyrovae import registry
+
+    for name in registry.names("model"):  # non-Pyro models bring options of their own (VQ-VAE)
+        getattr(registry.get("model", name), "add_train_flags", lambda _: None)(p)
 
 
 def run_config_from_args(args) -> RunConfig:
@@ -185,12 +189,23 @@ def _class_grid(model, data, path):
                                                                        data.num_classes))
 
 
+def run_hook(run_dir, hook: str):
+    """The handler a non-Pyro model (VQ-VAE) registers for this command, or None."""
+    from pyrovae import registry
+
+    if not (Path(run_dir) / "config.json").is_file():
+        return None
+    return getattr(registry.get("model", read_config(Path(run_dir)).model.model), hook, None)
+
+
 def cmd_sample(args) -> int:
     import torch
 
     from pyrovae import latent_plots, plots
     from pyrovae.data import one_hot
 
+    if hook := run_hook(args.run, "cli_sample"):
+        return hook(args)
     run = load_run(args.run, device=args.device)
     dev = run.data.test_x.device
     conditional = getattr(run.model, "conditional", False)
@@ -261,6 +276,12 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _vqvae_cli():
+    from pyrovae import vqvae_cli
+
+    return vqvae_cli
+
+
 COMMANDS = {
     "train": (cmd_train, add_train_flags, "train a model/guide pair (or a VQ-VAE)"),
     "sample": (cmd_sample, lambda p: (
@@ -292,6 +313,9 @@ COMMANDS = {
         p.add_argument("--out", default=None, help="default: RUN/interpolation.png"),
         p.add_argument("--device", default="auto")),
         "decode the straight line between two test digits' posterior means"),
+    "train-prior": (lambda a: _vqvae_cli().cmd_train_prior(a),
+                    lambda p: _vqvae_cli().add_prior_flags(p),
+                    "fit the autoregressive code prior of a VQ-VAE run (then samples.png)"),
     "demo": (cmd_demo, lambda p: (
         p.add_argument("--run-dir", default="runs/demo"),
         p.add_argument("--epochs", type=int, default=40),

@@ -20,6 +20,7 @@ PLUGIN_MODULES = (
     "pyrovae.data",
     "pyrovae.objectives",
     "pyrovae.models",
+    "pyrovae.models.vqvae",
     "pyrovae.guides",
 )
 
