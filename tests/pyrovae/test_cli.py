@@ -84,3 +84,14 @@ def test_corrupt_checkpoint_is_one_line(trained_run, capsys, tmp_path):
 def test_resume_without_checkpoint(capsys, tmp_path):
     code, _, err = run(capsys, "train", "--run-dir", str(tmp_path / "none"), "--resume")
     assert code == 2 and "no checkpoint" in err
+
+
+def test_demo_smoke(capsys, tmp_path):
+    """What `make demo` runs, at tiny size: train, evaluate, report where things are."""
+    code, out, _ = run(capsys, "demo", "--run-dir", str(tmp_path / "demo"), "--epochs", "1",
+                       "--max-k", "10", "--eval-limit", "16")
+    assert code == 0
+    assert "demo done: test ELBO" in out and "IWAE_10" in out
+    for name in ("samples.png", "reconstructions.png", "loss.png", "k_curve.png", "eval.json",
+                 "eval.md"):
+        assert (tmp_path / "demo" / name).stat().st_size > 0
