@@ -123,6 +123,9 @@ def markdown_table(report: dict) -> str:
     for name, a in report["active_units"].items():
         lines.append(f"- active units of `{name}`: {a['active']} / {a['dims']} "
                      f"(Cov_x E_q[z_i|x] > {a['threshold']})")
+    if "reference" in report:
+        ref = report["reference"]
+        lines.append(f"- {ref.get('label', 'reference')}: {ref['value']:.3f}")
     lines.append(f"- {report['seconds']:.1f} s for {n} datapoints")
     return "\n".join(lines) + "\n"
 
@@ -142,6 +145,9 @@ def plot_k_curve(report: dict, path) -> Path:
     ax.fill_between(ks, [m - s for m, s in zip(mean, se)], [m + s for m, s in zip(mean, se)],
                     alpha=0.25, label="± 1 SE over datapoints")
     ax.plot(ks, mean, "o-", label="L_K")
+    if "reference" in report:  # e.g. the exact log p(x) of a closed-form model
+        ref = report["reference"]
+        ax.axhline(ref["value"], color="k", ls="--", lw=1, label=ref.get("label", "reference"))
     ax.set_xscale("log")
     ax.set_xlabel("K (importance samples)")
     ax.set_ylabel("bound on log p(x) (nats)")

@@ -205,3 +205,33 @@ def evaluate_run(run_dir, *, num_particles: Sequence[int] = (1, 10, 100, 1000, 5
     print(eval_report.markdown_table(report))
     print("wrote " + ", ".join(str(p) for p in paths))
     return report
+
+
+# --- command line: `pyrovae evaluate RUN` (registered in pyrovae/cli.py) -----------------
+
+def particle_ladder(k_max: int) -> tuple[int, ...]:
+    """``(1, 10, 100, ..., k_max)``: the K table for a largest K."""
+    return tuple(10 ** i for i in range(len(str(k_max))) if 10 ** i < k_max) + (k_max,)
+
+
+def add_evaluate_flags(p) -> None:
+    p.add_argument("run", help="run directory (from `pyrovae train`)")
+    p.add_argument("--num-particles", type=int, nargs="+", default=[5000], metavar="K",
+                   help="largest K (the table also shows 1, 10, 100, ... below it), or "
+                        "several K to show exactly those (default: 5000)")
+    p.add_argument("--limit", type=int, default=None, help="first N test datapoints only")
+    p.add_argument("--batch-size", type=int, default=32, help="datapoints per pass (default 32)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def cmd_evaluate(args) -> int:
+    from pyrovae.cli import run_hook
+
+    if hook := run_hook(args.run, "cli_evaluate"):  # non-Pyro models (VQ-VAE)
+        return hook(args)
+    ks = args.num_particles
+    evaluate_run(args.run, num_particles=particle_ladder(_check_count("--num-particles", ks[0]))
+                 if len(ks) == 1 else ks, limit=args.limit, batch_size=args.batch_size,
+                 device=args.device, progress=not args.no_progress)
+    return 0

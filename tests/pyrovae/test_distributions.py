@@ -3,7 +3,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from pyrovae.distributions import IndependentBernoulli, _group_size
+from pyrovae.distributions import BLOCK_BYTES, IndependentBernoulli, _group_size
 
 
 def _logits(*shape, dtype=torch.float64):
@@ -26,6 +26,16 @@ def test_log_prob_and_gradient_match_pyro_bernoulli(d):
     assert torch.allclose(g_ours, g_ref, rtol=1e-10, atol=1e-12)
     with torch.no_grad():  # the in-place path the evaluator takes
         assert torch.allclose(IndependentBernoulli(logits).log_prob(x), ref, atol=1e-9)
+
+
+def test_large_inputs_are_sliced_without_changing_the_result():
+    logits = _logits(50, 8, 784)  # 2.5 MB: processed in slices along dim 0
+    assert logits.numel() * 8 > 1.5 * BLOCK_BYTES
+    for x in [(torch.rand(8, 784) < 0.5).double(), (torch.rand(50, 8, 784) < 0.5).double()]:
+        with torch.no_grad():
+            ours = IndependentBernoulli(logits).log_prob(x)
+        assert torch.allclose(ours, dist.Bernoulli(logits=logits).to_event(1).log_prob(x),
+                              rtol=1e-12, atol=1e-9)
 
 
 def test_float32_error_is_that_of_a_float_sum():

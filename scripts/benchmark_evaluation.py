@@ -1,0 +1,187 @@
+"""How fast is ``pyrovae.evaluate``?  IWAE_5000 on 1,000 test digits, against the GEMM peak.
+
+For the default 784-400-50 VAE (untrained weights unless ``--run`` names a trained run;
+the cost does not depend on the weights) this measures, in one process:
+
+  (a) the fp32 GEMM peak of this machine: a plain 2048³ matmul and the decoder's own
+      [rows x 400] @ [400 x 784] GEMM at the evaluator's chunk size (best of both, before
+      and after the evaluation, so a busier moment cannot flatter the ratio);
+  (b) ``evaluate(model, guide, x, num_particles=(1, 10, 100, 1000, 5000))`` -- the whole
+      report, PSIS included -- and its achieved GFLOP/s, counting every encoder and
+      decoder GEMM it runs (probes included): decoder 2(L·H + H·D) per particle and
+      datapoint, encoder 2(D·H + H·2L) per datapoint per chunk of particles;
+  (c) the same evaluator with Pyro's ``Bernoulli(logits).to_event(1)`` as the observation
+      (what ``pyrovae.distributions.IndependentBernoulli`` replaces), on a subset;
+  (d) a naive loop: one datapoint, one particle, one pair of Pyro traces at a time;
+  (e) Pyro's ``vectorized_importance_weights``, one datapoint at a time (K vectorized).
+(c)-(e) run on fewer datapoints/particles and are extrapolated linearly to N x K.
+Targets (issue 4): (b) >= 60% of (a), and >= 10x faster than (d).
+
+With one thread (the default) every time is this thread's CPU time, which is what the work
+costs whatever else shares the cores; with more threads, wall time.
+
+    python scripts/benchmark_evaluation.py                      # ~2 CPU-minutes, 1 thread
+    python scripts/benchmark_evaluation.py --threads 2          # wall clock, both cores
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import time
+from pathlib import Path
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from pyro.infer.importance import vectorized_importance_weights
+
+from pyrovae.config import ModelConfig, build_pair
+from pyrovae.data import load_dataset
+from pyrovae.evaluate import evaluate
+from pyrovae.models.vae import VAE
+from pyrovae.weights import make_plan
+
+
+class PyroBernoulliVAE(VAE):
+    """The same VAE with Pyro's Bernoulli observation, for comparison (c)."""
+
+    def forward(self, x, y=None):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", self.prior())
+            return pyro.sample("x", dist.Bernoulli(logits=self.decoder(z)).to_event(1), obs=x)
+
+
+def gemm_peak(clock, *, rows: int, repeats: int = 5) -> dict:
+    """Best GFLOP/s of a 2048³ matmul and of the decoder's output-layer GEMM shape."""
+    out = {}
+    for name, (m, k, n) in {"2048^3": (2048, 2048, 2048),
+                            f"decoder {rows}x400x784": (rows, 400, 784)}.items():
+        a, b, bias = torch.randn(m, k), torch.randn(n, k), torch.randn(n)
+        best = float("inf")
+        for _ in range(repeats):
+            t = clock()
+            torch.addmm(bias, a, b.T)
+            best = min(best, clock() - t)
+        out[name] = 2 * m * k * n / best / 1e9
+    return out
+
+
+def naive_loop(model, guide, x, num_particles: int) -> torch.Tensor:
+    """log p̂_K(x) one datapoint and one particle at a time (what (d) times)."""
+    out = []
+    for i in range(len(x)):
+        xi, lw = x[i:i + 1], []
+        for _ in range(num_particles):
+            g = poutine.trace(guide).get_trace(xi)
+            m = poutine.trace(poutine.replay(model, trace=g)).get_trace(xi)
+            lw.append(m.log_prob_sum() - g.log_prob_sum())
+        out.append(torch.logsumexp(torch.stack(lw), 0) - math.log(num_particles))
+    return torch.stack(out)
+
+
+def pyro_vectorized(model, guide, x, num_particles: int) -> torch.Tensor:
+    """Pyro's own vectorized weights; one joint weight per batch, so one datapoint a time."""
+    out = []
+    for i in range(len(x)):
+        lw, _, _ = vectorized_importance_weights(model, guide, x[i:i + 1], None,
+                                                 num_samples=num_particles, max_plate_nesting=1)
+        out.append(torch.logsumexp(lw, 0) - math.log(num_particles))
+    return torch.stack(out)
+
+
+def timed(clock, fn, *args, **kwargs):
+    t = clock()
+    result = fn(*args, **kwargs)
+    return result, clock() - t
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--num-data", type=int, default=1000)
+    p.add_argument("--num-particles", type=int, default=5000)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--pyro-bernoulli-data", type=int, default=64, help="datapoints for (c)")
+    p.add_argument("--naive-data", type=int, default=2, help="datapoints for (d)")
+    p.add_argument("--naive-particles", type=int, default=100, help="particles for (d)")
+    p.add_argument("--vectorized-data", type=int, default=8, help="datapoints for (e)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default="results/benchmark_evaluation.json")
+    args = p.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    clock = time.thread_time if args.threads == 1 else time.perf_counter
+    torch.manual_seed(0)
+    pyro.set_rng_seed(0)
+    data = load_dataset("mnist-sample")
+    x = data.test_x[:args.num_data]
+    n, big_k = len(x), args.num_particles
+    cfg = ModelConfig()
+    model, guide = build_pair(cfg, x_dim=data.x_dim, num_classes=data.num_classes)
+    D, H, L = data.x_dim, cfg.hidden, cfg.latent_dim
+    with torch.no_grad():
+        chunk = make_plan(model, guide, x[:args.batch_size]).auto_chunk_size()
+    rows = chunk * args.batch_size
+    load = [os.getloadavg()[0]]
+
+    evaluate(model, guide, x[:2], num_particles=(1, 2), progress=False)  # imports, warm-up
+    peaks = [gemm_peak(clock, rows=rows)]
+    ks = tuple(k for k in (1, 10, 100, 1000, 5000) if k < big_k) + (big_k,)
+    report, t_eval = timed(clock, evaluate, model, guide, x, num_particles=ks,
+                           batch_size=args.batch_size)
+    peaks.append(gemm_peak(clock, rows=rows))
+    peak = max(max(pk.values()) for pk in peaks)
+
+    batches = math.ceil(n / args.batch_size)
+    chunks = math.ceil(big_k / chunk)
+    dec_flops = 2 * (L * H + H * D) * n * (big_k + 3)  # + the 1- and 2-particle probes
+    enc_flops = 2 * (D * H + H * 2 * L) * n * (chunks + 2)
+    achieved = (dec_flops + enc_flops) / t_eval / 1e9
+
+    m = args.pyro_bernoulli_data
+    slow = PyroBernoulliVAE(model.decoder, model.prior)
+    _, t_pyro_b = timed(clock, evaluate, slow, guide, x[:m], num_particles=(big_k,),
+                        batch_size=args.batch_size, progress=False)
+    with torch.no_grad():
+        nd, nk = args.naive_data, args.naive_particles
+        _, t_naive = timed(clock, naive_loop, model, guide, x[:nd], nk)
+        nv = args.vectorized_data
+        _, t_vec = timed(clock, pyro_vectorized, model, guide, x[:nv], big_k)
+    load.append(os.getloadavg()[0])
+    per = n * big_k  # extrapolate everything to N x K particle-datapoints
+    est = {"pyro_bernoulli": t_pyro_b * n / m, "naive": t_naive * per / (nd * nk),
+           "pyro_vectorized": t_vec * n / nv}
+    result = {
+        "machine": platform.processor() or platform.machine(), "threads": args.threads,
+        "clock": "thread CPU time" if args.threads == 1 else "wall",
+        "torch": torch.__version__, "pyro": pyro.__version__, "load_average": load,
+        "model": f"{D}-{H}-{L} MLP VAE, Bernoulli decoder, untrained",
+        "num_data": n, "num_particles": big_k, "batch_size": args.batch_size,
+        "chunk_particles": chunk, "gemm_rows_per_chunk": rows,
+        "gemm_peak_gflops": peaks, "peak_gflops": peak,
+        "evaluator_seconds": t_eval, "evaluator_gflop": (dec_flops + enc_flops) / 1e9,
+        "evaluator_gflops": achieved, "fraction_of_peak": achieved / peak,
+        "extrapolated_seconds": est,
+        "speedup": {name: t / t_eval for name, t in est.items()},
+        "iwae_nats": {str(r["K"]): r["mean"] for r in report["bounds"]},
+    }
+    print(f"\n{result['machine']}, {args.threads} thread(s), {result['clock']}; "
+          f"load average {load[0]:.1f} -> {load[1]:.1f}")
+    print(f"fp32 GEMM peak: {peak:.1f} GFLOP/s  ({', '.join(f'{k} {v:.1f}' for pk in peaks for k, v in pk.items())})")
+    print(f"evaluator: IWAE_{big_k} on {n} digits in {t_eval:.1f} s = {achieved:.1f} GFLOP/s "
+          f"= {100 * achieved / peak:.0f}% of peak (chunks of {chunk} particles x "
+          f"{args.batch_size} datapoints)")
+    for name, t in est.items():
+        print(f"  {name:16s} {t:10.1f} s (extrapolated)  -> evaluator is "
+              f"{t / t_eval:.1f}x faster")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
