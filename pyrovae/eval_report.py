@@ -40,9 +40,13 @@ class Stats:
     """Per-datapoint diagnostics gathered batch by batch."""
 
     def __init__(self):
-        self.khat, self.ess, self.recon, self.kl, self.z_mean = [], [], [], {}, {}
+        self.khat, self.ess, self.recon = [], [], []
+        self.kl, self.z_mean, self.z_noise = {}, {}, {}
 
-    def add(self, log_w, *, recon, kl: dict, z_mean: dict) -> None:
+    def add(self, log_w, *, recon, kl: dict, z_mean: dict, z_noise: dict | None = None) -> None:
+        """One batch: ``log_w[K, batch]``; ``recon`` and each ``kl[site]`` ``[batch]``;
+        ``z_mean[site]`` ``[batch, dims]`` estimates of E_q[z | x], with ``z_noise[site]``
+        their Monte Carlo variances (None: exact means)."""
         if log_w.shape[0] >= 2:
             self.khat.append(_psis_khat(log_w))
         self.ess.append(normalized_ess(log_w).cpu())
@@ -51,6 +55,8 @@ class Stats:
             self.kl.setdefault(name, []).append(v.double().cpu())
         for name, v in z_mean.items():
             self.z_mean.setdefault(name, []).append(v.double().cpu())
+            noise = torch.zeros_like(v) if z_noise is None else z_noise[name]
+            self.z_noise.setdefault(name, []).append(noise.double().cpu())
 
 
 def _mean_se(v: torch.Tensor) -> dict:
@@ -92,7 +98,8 @@ def make_report(bounds: dict, stats: Stats, *, x_dim: int, threshold: float,
     for name, parts in stats.z_mean.items():
         z = torch.cat(parts)  # [N, dims]: E_q[z | x] per datapoint
         if z.shape[0] > 1:
-            var = z.var(dim=0)
+            # Var_x of a noisy mean = Var_x(E_q[z|x]) + E_x[its Monte Carlo variance]
+            var = z.var(dim=0) - torch.cat(stats.z_noise[name]).mean(0)
             report["active_units"][name] = {"active": int((var > threshold).sum()),
                                             "dims": z.shape[1], "threshold": threshold}
     return report

@@ -124,6 +124,17 @@ def test_evaluation_is_at_beta_one_whatever_handlers_are_active(lg):
     assert torch.allclose(inside, exact, atol=1e-4) and torch.allclose(wrapped, exact, atol=1e-4)
 
 
+def test_active_units_discount_the_monte_carlo_noise_of_the_particle_mean(lg):
+    model, x, _ = lg
+    with torch.no_grad():
+        model.W[:, 1] = 0.0  # z_2 does not reach x: its posterior is the prior, E_q[z_2|x] = 0
+    # 50 particles: the particle mean of z_2 still varies by 1/50 = 0.02 > 0.01 across x
+    report = evaluate(model, PosteriorGuide(model), x, num_particles=(1, 50), progress=False)
+    assert report["active_units"]["z"] == {"active": 1, "dims": 2, "threshold": 0.01}
+    only_one = evaluate(model, PosteriorGuide(model), x, num_particles=1, progress=False)
+    assert only_one["active_units"] == {}  # not estimable from a single particle
+
+
 def test_raw_pyro_functions_with_pyro_module(lg):
     _, x, _ = lg
     decoder = nn.Linear(LATENT, D).double()
