@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pyrovae.errors import PyroVAEError
-from pyrovae.weights import Terms, eval_mode, make_plan, particle_terms
+from pyrovae.weights import Terms, evaluating, make_plan, particle_terms
 
 __all__ = ["log_importance_weights", "log_likelihood_bound", "elbo_terms", "evaluate",
            "evaluate_run", "iwae_from_log_weights"]
@@ -43,23 +43,25 @@ def _chunks(model, guide, x, y, *, num_particles: int, chunk_size: int | None):
     num_particles = _check_count("num_particles", num_particles)
     if chunk_size is not None:
         _check_count("chunk_size", chunk_size)
-    with torch.no_grad(), eval_mode(model, guide):
+    # contexts are entered per step, not across the yields: a generator suspended inside
+    # `with torch.no_grad()` would leave its caller without autograd
+    with evaluating(model, guide):
         plan = make_plan(model, guide, x, y)  # with the caller's validation setting
-        size = chunk_size or plan.auto_chunk_size()
-        done = 0
-        while done < num_particles:
-            k = min(size, num_particles - done)
-            # the probe has checked the pair; per-chunk argument checks cost ~10% here
-            with pyro.validation_enabled(False):
-                terms = particle_terms(model, guide, x, y, plan, k)
-            if torch.isnan(terms.log_w).any():
-                rows = torch.isnan(terms.log_w).any(0).nonzero().flatten().tolist()
-                raise PyroVAEError(
-                    f"NaN log-density for {len(rows)} datapoint(s) (first at batch row "
-                    f"{rows[0]}); are the parameters finite? pyro.enable_validation(True) "
-                    f"and one datapoint through the pair will name the site")
-            yield terms
-            done += k
+    size = chunk_size or plan.auto_chunk_size()
+    done = 0
+    while done < num_particles:
+        k = min(size, num_particles - done)
+        # the probe has checked the pair; per-chunk argument checks cost ~10% here
+        with evaluating(model, guide), pyro.validation_enabled(False):
+            terms = particle_terms(model, guide, x, y, plan, k)
+        if torch.isnan(terms.log_w).any():
+            rows = torch.isnan(terms.log_w).any(0).nonzero().flatten().tolist()
+            raise PyroVAEError(
+                f"NaN log-density for {len(rows)} datapoint(s) (first at batch row "
+                f"{rows[0]}); are the parameters finite? pyro.enable_validation(True) "
+                f"and one datapoint through the pair will name the site")
+        yield terms
+        done += k
 
 
 def log_importance_weights(model, guide, x, y=None, *, num_particles: int,

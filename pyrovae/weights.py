@@ -59,14 +59,15 @@ class Plan:
 
 
 @contextlib.contextmanager
-def eval_mode(*modules):
-    """Dropout off and batch-norm statistics frozen while evaluating; restored after."""
+def evaluating(*modules):
+    """No autograd, dropout off, batch-norm statistics frozen; all restored after."""
     mods = [m for m in modules if isinstance(m, torch.nn.Module)]
     was = [m.training for m in mods]
     for m in mods:
         m.eval()
     try:
-        yield
+        with torch.no_grad():
+            yield
     finally:
         for m, w in zip(mods, was):
             m.train(w)
