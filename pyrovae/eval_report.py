@@ -124,7 +124,8 @@ def markdown_table(report: dict) -> str:
     e = report["ess"]
     lines.append(f"- normalized ESS at K={e['K']}: median {e['normalized_median']:.4f}, "
                  f"mean {e['normalized_mean']:.4f}")
-    lines.append(f"- E_q[log p(x|z)] = {report['recon']['mean']:.3f} ± {report['recon']['se']:.3f}")
+    r = report["recon"]
+    lines.append(f"- E_q[log p(x|z)] = {r['mean']:.3f} ± {r['se']:.3f}")
     for name, kl in report["kl_per_site"].items():
         lines.append(f"- KL(q || p) at site `{name}`: {kl['mean']:.3f} ± {kl['se']:.3f} nats")
     for name, a in report["active_units"].items():
@@ -180,4 +181,5 @@ def write_report(report: dict, run_dir) -> list[Path]:
     run_dir.mkdir(parents=True, exist_ok=True)
     _write_atomic(run_dir / "eval.json", json.dumps(report, indent=2) + "\n")
     _write_atomic(run_dir / "eval.md", "# Evaluation\n\n" + markdown_table(report))
-    return [run_dir / "eval.json", run_dir / "eval.md", plot_k_curve(report, run_dir / "k_curve.png")]
+    return [run_dir / "eval.json", run_dir / "eval.md",
+            plot_k_curve(report, run_dir / "k_curve.png")]

@@ -14,6 +14,7 @@ evaluated instead with the particles folded into the batch: x repeated K times.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass
 
 import pyro
@@ -29,6 +30,8 @@ DATA_PLATE = "data"
 # Working memory per chunk of particles.  Temporaries of a few tens of MB stay mostly in
 # a 32 MB L3 cache and still give GEMMs thousands of rows; see scripts/benchmark_evaluation.py.
 CHUNK_BYTES = 48 * 2**20
+# A GPU wants far longer GEMMs and has no such cache to respect (not measured here).
+ACCELERATOR_CHUNK_BYTES = 2 * 2**30
 # Activations and log-density temporaries that the site tensors do not show.
 OVERHEAD = 4
 
@@ -53,9 +56,10 @@ class Plan:
     folded: bool  # True: particles folded into the data batch instead of a particle plate
     latents: tuple
     bytes_per_particle: int
+    budget: int = CHUNK_BYTES  # working memory per chunk
 
-    def auto_chunk_size(self, budget: int = CHUNK_BYTES) -> int:
-        return max(1, budget // (OVERHEAD * self.bytes_per_particle))
+    def auto_chunk_size(self) -> int:
+        return max(1, self.budget // (OVERHEAD * self.bytes_per_particle))
 
 
 @contextlib.contextmanager
@@ -75,7 +79,8 @@ def evaluating(*modules):
 
 def trace_pair(model, guide, x, y, *, particles: int = 0, dim: int = -2):
     """Guide trace and model trace replayed on it, hidden from the caller's handlers."""
-    plate = pyro.plate(PARTICLE_PLATE, particles, dim=dim) if particles else contextlib.nullcontext()
+    plate = (pyro.plate(PARTICLE_PLATE, particles, dim=dim) if particles
+             else contextlib.nullcontext())
     with poutine.block(), plate:
         guide_tr = poutine.trace(guide).get_trace(x, y)
         model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(x, y)
@@ -149,12 +154,14 @@ def make_plan(model, guide, x, y=None) -> Plan:
     guide_tr, model_tr = trace_pair(model, guide, x, y)
     latents, data_dim = _check_sites(model_tr, guide_tr, batch)
     nesting = _nesting(model_tr, guide_tr)
-    plan = Plan(batch, nesting, data_dim, False, latents, _bytes_per_particle(model_tr, guide_tr))
+    budget = CHUNK_BYTES if x.device.type == "cpu" else ACCELERATOR_CHUNK_BYTES
+    plan = Plan(batch, nesting, data_dim, False, latents, _bytes_per_particle(model_tr, guide_tr),
+                budget)
     try:
         particle_terms(model, guide, x, y, plan, 2)
     except (RuntimeError, ValueError, IndexError):
         # the pair does not broadcast over a particle dim: fold particles into the batch
-        plan = Plan(batch, nesting, data_dim, True, latents, plan.bytes_per_particle)
+        plan = dataclasses.replace(plan, folded=True)
         particle_terms(model, guide, x, y, plan, 2)
     return plan
 

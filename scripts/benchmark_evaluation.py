@@ -135,7 +135,6 @@ def main(argv=None):
     peaks.append(gemm_peak(clock, rows=rows))
     peak = max(max(pk.values()) for pk in peaks)
 
-    batches = math.ceil(n / args.batch_size)
     chunks = math.ceil(big_k / chunk)
     dec_flops = 2 * (L * H + H * D) * n * (big_k + 3)  # + the 1- and 2-particle probes
     enc_flops = 2 * (D * H + H * 2 * L) * n * (chunks + 2)
@@ -170,7 +169,8 @@ def main(argv=None):
     }
     print(f"\n{result['machine']}, {args.threads} thread(s), {result['clock']}; "
           f"load average {load[0]:.1f} -> {load[1]:.1f}")
-    print(f"fp32 GEMM peak: {peak:.1f} GFLOP/s  ({', '.join(f'{k} {v:.1f}' for pk in peaks for k, v in pk.items())})")
+    each = ", ".join(f"{k} {v:.1f}" for pk in peaks for k, v in pk.items())
+    print(f"fp32 GEMM peak: {peak:.1f} GFLOP/s  ({each})")
     print(f"evaluator: IWAE_{big_k} on {n} digits in {t_eval:.1f} s = {achieved:.1f} GFLOP/s "
           f"= {100 * achieved / peak:.0f}% of peak (chunks of {chunk} particles x "
           f"{args.batch_size} datapoints)")

@@ -56,7 +56,8 @@ def toy_pair(*, x_dim: int = 10, noise: float = 0.5, corr: float = 0.9, seed: in
         with pyro.plate("data", x.shape[0]):
             pyro.sample("z", dist.Normal(loc, scale).to_event(1))
 
-    marginal = dist.MultivariateNormal(b, W @ W.T + noise**2 * torch.eye(x_dim, dtype=torch.float64))
+    eye = torch.eye(x_dim, dtype=torch.float64)
+    marginal = dist.MultivariateNormal(b, W @ W.T + noise**2 * eye)
     return model, guide, marginal
 
 

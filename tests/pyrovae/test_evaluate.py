@@ -148,7 +148,8 @@ def test_raw_pyro_functions_with_pyro_module(lg):
 
     def guide(x, y=None):
         W, b = decoder.weight.detach(), decoder.bias.detach()
-        loc, cov = _gaussian_posterior(x.new_zeros(LATENT), torch.eye(LATENT, **f64), W, b, noise, x)
+        eye = torch.eye(LATENT, **f64)
+        loc, cov = _gaussian_posterior(x.new_zeros(LATENT), eye, W, b, noise, x)
         with pyro.plate("data", x.shape[0]):
             pyro.sample("z", dist.MultivariateNormal(loc, cov))
 
@@ -297,7 +298,8 @@ def test_bad_input_raises_a_clear_error(lg, model, guide, x, k, match):
 def _registered_pairs():
     from pyrovae import registry
 
-    models = [m for m in registry.names("model") if not hasattr(registry.get("model", m), "cli_train")]
+    models = [m for m in registry.names("model")
+              if not hasattr(registry.get("model", m), "cli_train")]  # the VQ-VAE is not Pyro
     guides = [g for g in registry.names("guide")
               if not getattr(registry.get("guide", g), "needs_data", False)]
     return [(m, g, p) for m in models for g in guides for p in registry.names("prior")]
