@@ -99,11 +99,12 @@ def small_data(sample_data, n_train=128, n_test=20) -> ImageData:
                      sample_data.test_x[::50][:n_test], sample_data.test_y[::50][:n_test])
 
 
-@pytest.mark.parametrize("guide_name", ["diagonal", "fullcov", "iaf"])
+@pytest.mark.parametrize("model_name,guide_name", [
+    ("vae", "diagonal"), ("vae", "fullcov"), ("vae", "iaf"), ("cvae", "diagonal"), ("cvae", "iaf")])
 def test_local_guide_starts_at_the_amortized_posterior_and_improves_the_elbo(
-        sample_data, guide_name):
+        sample_data, model_name, guide_name):
     data = small_data(sample_data)
-    cfg = ModelConfig(guide=guide_name, latent_dim=4, hidden=32, flow_layers=1)
+    cfg = ModelConfig(model=model_name, guide=guide_name, latent_dim=4, hidden=32, flow_layers=1)
     model, guide = build_pair(cfg, x_dim=784, num_classes=10)
     fit(model, guide, data, TrainConfig(epochs=1, batch_size=64), progress=False)
     x, y = data.test_x, data.test_y
