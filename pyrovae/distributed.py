@@ -28,6 +28,7 @@ Backends: NCCL for CUDA devices (rank ``r`` on local GPU ``LOCAL_RANK``), gloo o
 from __future__ import annotations
 
 import atexit
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -68,9 +69,12 @@ class World:
         if self.size == 1:
             return module
         device = next(module.parameters()).device
+        # the option's name changed in torch 2.14; both keep the initial broadcast
+        no_sync = ("forward_sync_buffers" if "forward_sync_buffers" in
+                   inspect.signature(DistributedDataParallel).parameters else "broadcast_buffers")
         return DistributedDataParallel(
             module, device_ids=[device.index] if device.type == "cuda" else None,
-            broadcast_buffers=False)
+            **{no_sync: False})
 
     def same_as_main(self, tensor: torch.Tensor) -> torch.Tensor:
         """Overwrite ``tensor`` in place with rank 0's copy."""
