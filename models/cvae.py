@@ -16,12 +16,12 @@ from the batch is a :class:`~pyrovae.errors.PyroVAEError`.
 from __future__ import annotations
 
 import pyro
-import pyro.distributions as dist
 import torch
 from pyro.nn import PyroModule
 from torch import nn
 
 from pyrovae.data import one_hot
+from pyrovae.distributions import IndependentBernoulli
 from pyrovae.errors import PyroVAEError
 from pyrovae.nets import ConditionedMLP
 from pyrovae.registry import register
@@ -59,7 +59,7 @@ class CVAE(PyroModule):
             z = pyro.sample("z", self.prior())
             # the decoder broadcasts y over any particle dims the evaluator puts on z
             logits = self.decoder(z, y1)
-            return pyro.sample("x", dist.Bernoulli(logits=logits).to_event(1), obs=x)
+            return pyro.sample("x", IndependentBernoulli(logits), obs=x)  # Bernoulli.to_event(1)
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor, y) -> torch.Tensor:

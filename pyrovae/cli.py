@@ -309,7 +309,7 @@ COMMANDS = {
         p.add_argument("run", help="run directory"),
         p.add_argument("--pairs", type=int, nargs="+", default=[0, 500, 100, 900, 250, 750],
                        help="test-set indices A B [A B ...]: one row per pair"),
-        p.add_argument("--steps", type=int, default=10),
+        p.add_argument("--steps", type=int, default=11),
         p.add_argument("--out", default=None, help="default: RUN/interpolation.png"),
         p.add_argument("--device", default="auto")),
         "decode the straight line between two test digits' posterior means"),

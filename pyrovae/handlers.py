@@ -6,14 +6,19 @@ the model and in the guide, by ``beta``.  Under Trace_ELBO the ELBO
 
     E_q[log p(x|z)] - beta * KL(q(z|x) || p(z))        (beta-VAE, Higgins et al. 2017)
 
-because the latent terms are exactly the ones in the KL.  Unlike ``poutine.scale`` it
-accepts beta = 0 (the reconstruction-only objective) and leaves observed sites alone.
+because the latent terms are exactly the ones in the KL (with several latent sites,
+beta scales the KL of all of them).  TraceMeanField_ELBO's analytic KL carries the guide
+site's scale, so it gets the same beta.  Unlike ``poutine.scale`` the factor may be 0
+(beta = 0: reconstruction only) and observed sites keep their own factor
+(``scale_observed(0)``: KL only).  Evaluation never runs under these handlers: the
+evaluator reads densities from ``site["fn"]`` and ignores ``site["scale"]``.
 """
 from __future__ import annotations
 
 import math
 
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.util import site_is_subsample
 
 from pyrovae.errors import PyroVAEError
 
@@ -34,7 +39,7 @@ class ScaleSitesMessenger(Messenger):
         self.observed = observed
 
     def _process_message(self, msg) -> None:
-        if msg["type"] != "sample":
+        if msg["type"] != "sample" or site_is_subsample(msg):  # a plate's index site
             return
         factor = self.observed if msg["is_observed"] else self.latent
         if factor != 1.0:

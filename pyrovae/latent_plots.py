@@ -196,7 +196,7 @@ def rank_units(kl, act) -> list[tuple[int, str, bool]]:
 
 
 @torch.no_grad()
-def plot_interpolation(model, guide, x_a, x_b, path, *, y_a=None, y_b=None, steps: int = 10,
+def plot_interpolation(model, guide, x_a, x_b, path, *, y_a=None, y_b=None, steps: int = 11,
                        title: str = "") -> Path:
     """Rows ``x_a[i] -> x_b[i]``: the two test digits at the ends, between them E[x | z]
     along the straight line between their posterior means.  A conditional model encodes
@@ -230,8 +230,11 @@ def plot_class_grid(model, path, *, num_classes: int = 10, per_row: int = 12, x_
                        title=title or "E[x | z, y]: one row per class y, z shared per column")
 
 
-def plot_latent_scatter(panels, path, *, names=None, title: str = "") -> Path:
-    """Side-by-side scatter plots of 2-D posterior means coloured by class.
+def plot_latent_scatter(panels, path, *, names=None, title: str = "",
+                        min_extent: float = 3.0) -> Path:
+    """Side-by-side scatter plots of 2-D posterior means coloured by class, each with the
+    N(0, I) prior's 2-sigma circle; axes span at least ``±min_extent`` so a collapsed
+    panel looks collapsed.
 
     :param panels: list of ``(title, z [N, 2], y [N])``.
     """
@@ -248,10 +251,15 @@ def plot_latent_scatter(panels, path, *, names=None, title: str = "") -> Path:
             pts = z[y == c]
             label = names[c] if names else str(c)
             ax.scatter(pts[:, 0], pts[:, 1], s=3, color=cmap(c % 10), label=label, alpha=0.7)
+        ax.add_patch(plt.Circle((0, 0), 2.0, fill=False, ls="--", lw=0.8, color="0.4"))
+        lim = max(min_extent, float(z.abs().max()) * 1.05)
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("z1", fontsize=8)
         ax.set_ylabel("z2", fontsize=8)
         ax.tick_params(labelsize=7)
+    axes[0, -1].plot([], [], ls="--", lw=0.8, color="0.4", label="prior 2σ")
     axes[0, -1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=7,
                        markerscale=3, frameon=False)
     if title:

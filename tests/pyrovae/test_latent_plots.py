@@ -49,8 +49,8 @@ def test_traversal_of_a_conditional_model(tmp_path, xy):
 def test_interpolation_size(tmp_path, xy):
     model, guide = pair()
     x, _ = xy
-    # 3 pairs; 10 steps plus both ends: 12 tiles across, no row labels
-    assert png(lp.plot_interpolation(model, guide, x[:3], x[3:6], tmp_path / "i.png")) == (360, 150)
+    # 3 pairs; 11 steps (t = 0, 0.1, ..., 1) plus both ends: 13 tiles across, no row labels
+    assert png(lp.plot_interpolation(model, guide, x[:3], x[3:6], tmp_path / "i.png")) == (390, 150)
     with pytest.raises(PyroVAEError, match="as many start as end"):
         lp.plot_interpolation(model, guide, x[:3], x[3:5], tmp_path / "i.png")
 
@@ -111,7 +111,7 @@ def test_traverse_and_interpolate_commands(tmp_path, capsys):
     assert main(["traverse", str(run_dir), "--index", "7", "--steps", "9"]) == 0
     assert png(run_dir / "traversal.png") == (410, 150)
     assert main(["interpolate", str(run_dir), "--pairs", "0", "999"]) == 0
-    assert png(run_dir / "interpolation.png") == (360, 90)
+    assert png(run_dir / "interpolation.png") == (390, 90)
     capsys.readouterr()
     for argv in (["interpolate", str(run_dir), "--pairs", "0", "1", "2"],
                  ["interpolate", str(run_dir), "--pairs", "0", "5000"],
