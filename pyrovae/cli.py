@@ -167,9 +167,11 @@ def cmd_train(args) -> int:
 
 
 def write_training_figures(model, guide, data, history, run_dir: Path) -> list[Path]:
+    import torch
+
     from pyrovae import plots
 
-    y = data.test_y[:64]
+    y = torch.arange(64, device=data.test_y.device) % data.num_classes  # every class, for a CVAE
     return [
         plots.plot_samples(model, run_dir / "samples.png", x_dim=data.x_dim, y=y,
                            device=data.test_x.device),
@@ -269,10 +271,18 @@ def cmd_demo(args) -> int:
     code = main(argv)
     if code != 0:
         return code
-    from pyrovae import evaluate as ev
+    from pyrovae.evaluate import evaluate_run
 
-    if hasattr(ev, "evaluate_run"):
-        ev.evaluate_run(args.run_dir, num_particles=(1, 10, 100, 1000))
+    ks = tuple(k for k in (1, 10, 100, 1000, 5000) if k < args.max_k) + (args.max_k,)
+    report = evaluate_run(args.run_dir, num_particles=ks, limit=args.eval_limit)
+    rows = {row["K"]: row for row in report["bounds"]}
+    top = max(rows)
+    run_dir = Path(args.run_dir)
+    print(f"\ndemo done: test ELBO {rows[1]['mean']:.2f} ± {rows[1]['se']:.2f} nats, "
+          f"IWAE_{top} {rows[top]['mean']:.2f} ± {rows[top]['se']:.2f} nats "
+          f"({report['num_datapoints']} test digits)")
+    print("figures: " + ", ".join(str(run_dir / f) for f in (
+        "samples.png", "reconstructions.png", "loss.png", "k_curve.png")))
     return 0
 
 
@@ -280,6 +290,12 @@ def _vqvae_cli():
     from pyrovae import vqvae_cli
 
     return vqvae_cli
+
+
+def _evaluate():
+    from pyrovae import evaluate
+
+    return evaluate
 
 
 COMMANDS = {
@@ -313,12 +329,16 @@ COMMANDS = {
         p.add_argument("--out", default=None, help="default: RUN/interpolation.png"),
         p.add_argument("--device", default="auto")),
         "decode the straight line between two test digits' posterior means"),
+    "evaluate": (lambda a: _evaluate().cmd_evaluate(a), lambda p: _evaluate().add_evaluate_flags(p),
+                 "importance-weighted bounds on log p(x) for a run's test set (eval.json/.md)"),
     "train-prior": (lambda a: _vqvae_cli().cmd_train_prior(a),
                     lambda p: _vqvae_cli().add_prior_flags(p),
                     "fit the autoregressive code prior of a VQ-VAE run (then samples.png)"),
     "demo": (cmd_demo, lambda p: (
         p.add_argument("--run-dir", default="runs/demo"),
         p.add_argument("--epochs", type=int, default=40),
+        p.add_argument("--max-k", type=int, default=1000, help="largest IWAE K"),
+        p.add_argument("--eval-limit", type=int, default=None, help="evaluate N test digits"),
         p.add_argument("--overwrite", action="store_true")),
         "train + evaluate the default VAE on the embedded MNIST sample"),
 }
@@ -339,7 +359,9 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except PyroVAEError as e:
-        print(f"pyrovae: error: {e}", file=sys.stderr)
+        # Pyro appends the trace's shapes to errors raised inside a model: keep our line only
+        print(f"pyrovae: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("pyrovae: interrupted; the last checkpoint is kept -- continue with --resume",
