@@ -47,6 +47,8 @@ class TrainConfig:
     cycles: int = 4
     log_every: int = 50
     eval_batch_size: int = 1000
+    # "jit": trace the loss once per batch shape (static pairs, one process; pyrovae/step.py)
+    engine: str = "eager"
 
 
 @dataclass(frozen=True)

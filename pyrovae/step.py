@@ -18,10 +18,18 @@ differentiated with autograd (measured in ``scripts/benchmark_training.py``):
   the module tree has no ``PyroSample`` attribute (the only feature that needs the scope).
 * **an idle handler**: the β handler is entered only when β != 1 (or extra handlers are
   given).
+
+Opt-in (``engine="jit"``): the loss module is traced with ``torch.jit.trace`` once per
+batch shape and β -- Pyro's own ``JitTrace_ELBO`` idea, here with module-local
+parameters.  Pyro's handlers then run once at trace time instead of every step, which
+removes most of the remaining Python overhead; each step replays the recorded graph,
+with fresh noise from the same random streams.  Only for pairs whose structure does not
+depend on the data's values (no Python branching on tensors), one process.
 """
 from __future__ import annotations
 
 import contextlib
+import warnings
 
 import torch
 from pyro.distributions.util import is_identically_zero
@@ -29,7 +37,11 @@ from pyro.infer import Trace_ELBO
 from pyro.infer.elbo import ELBOModule
 from pyro.nn import PyroModule
 
+from pyrovae.errors import PyroVAEError
 from pyrovae.handlers import ScaleSitesMessenger
+
+ENGINES = ("eager", "jit")
+MAX_TRACES = 4  # batch shapes x β values; beyond this β is being annealed: stay eager
 
 
 class SyncFreeTrace_ELBO(Trace_ELBO):
@@ -132,24 +144,47 @@ class TrainStep:
 
     :param handlers: extra effect handlers entered around every loss, inside the β handler.
     :param world: a :class:`pyrovae.distributed.World`, or None for one process.
+    :param engine: ``"eager"`` or ``"jit"`` (see the module docstring).
     """
 
-    def __init__(self, model, guide, objective, optimizer, *, handlers=(), world=None):
+    def __init__(self, model, guide, objective, optimizer, *, handlers=(), world=None,
+                 engine: str = "eager"):
+        if engine not in ENGINES:
+            raise PyroVAEError(f"unknown engine {engine!r}; valid: {', '.join(ENGINES)}")
         self.loss_module = PairLoss(model, guide, objective)
         parallel = world is not None and world.size > 1
+        if parallel and engine == "jit":
+            raise PyroVAEError("--engine jit trains in one process; drop it under torchrun")
         self.forward = world.wrap(self.loss_module) if parallel else self.loss_module
         self.grad_scale = float(world.size) if parallel else 1.0
         self.optimizer = optimizer
         self.handlers = tuple(handlers)
         self.scaler = ScaleSitesMessenger()
+        self.traces = {} if engine == "jit" and not self.handlers else None
 
     def __call__(self, x, y, beta: float = 1.0) -> torch.Tensor:
         with self._handlers(beta):
-            loss = self.forward(x, y)
+            loss = self._traced(x, y, beta) if self.traces is not None else self.forward(x, y)
         self.optimizer.zero_grad(set_to_none=True)
         (loss * self.grad_scale if self.grad_scale != 1.0 else loss).backward()
         self.optimizer.step()
         return loss.detach()
+
+    def _traced(self, x, y, beta: float) -> torch.Tensor:
+        inputs = (x,) if y is None else (x, y)
+        key = (beta, *(tuple(t.shape) for t in inputs))
+        if key not in self.traces:
+            if len(self.traces) == MAX_TRACES:
+                warnings.warn("β changes from step to step: --engine jit falls back to eager")
+                self.traces = None
+                return self.forward(x, y)
+            # tracing runs the pair once: fork the random streams so that the replay below
+            # draws what an eager step would; silence trace-time notes on shape arithmetic
+            cuda = [x.device.index or 0] if x.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=cuda), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self.traces[key] = torch.jit.trace(self.loss_module, inputs, check_trace=False)
+        return self.traces[key](*inputs)
 
     def _handlers(self, beta: float):
         if beta == 1.0 and not self.handlers:

@@ -131,7 +131,8 @@ def fit(model, guide, data: ImageData, cfg: TrainConfig, *, run_dir=None,
     if n - (steps - 1) * bs < world.size:  # a last batch too small to give every rank a point
         steps -= 1
     seen = min(n, steps * bs)
-    step = TrainStep(model, guide, objective, optimizer, handlers=handlers, world=world)
+    step = TrainStep(model, guide, objective, optimizer, handlers=handlers, world=world,
+                     engine=cfg.engine)
     bar = tqdm(total=(cfg.epochs - start_epoch) * steps, disable=not (progress and world.is_main),
                desc="train", unit="step", dynamic_ncols=True)
     # distribution argument checks cost ~10% per step; inputs were validated once upstream

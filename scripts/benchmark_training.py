@@ -10,6 +10,7 @@ on the same data, one training step of
       Pyro's machinery alone;
   (b) ``pyrovae`` -- :class:`pyrovae.step.TrainStep`, the very object ``fit`` calls each
       step: the registry's pair, ``make_objective("elbo")``, loss from Pyro's traces;
+      and (b') the same with ``--engine jit`` (the loss traced once per batch shape);
   (c) ``pyro-idiom`` -- the common Pyro recipe (Pyro's VAE example): ``pyro.module`` in
       model/guide, ``SVI`` + ``Trace_ELBO`` + ``pyro.optim.Adam``, validation on;
 
@@ -122,17 +123,20 @@ def make_variants(cfg: ModelConfig, x_dim: int, device, *, ablations: bool) -> d
             opt.step()
         return step
 
-    def trainer(pair, *, objective=None, direct=True, handlers=(), foreach=False):
+    def trainer(pair, *, objective=None, direct=True, handlers=(), foreach=False,
+                engine="eager"):
         params = [p for m in pair for p in m.parameters()]
         opt = (torch.optim.Adam(params, lr=1e-3, foreach=True) if foreach
                else make_optimizer(params, lr=1e-3))
-        step = TrainStep(*pair, objective or make_objective("elbo"), opt, handlers=handlers)
+        step = TrainStep(*pair, objective or make_objective("elbo"), opt, handlers=handlers,
+                         engine=engine)
         if not direct:  # undo the PyroModule bypass
             step.loss_module._calls = pair
         return lambda x, y: step(x, y, 1.0)
 
     copy_pair = lambda: (copy.deepcopy(model), copy.deepcopy(guide))  # noqa: E731
     variants = {"torch": torch_step(textbook_log_lik), "pyrovae": trainer((model, guide)),
+                "pyrovae --engine jit": trainer(copy_pair(), engine="jit"),
                 "torch, the model's Bernoulli code": torch_step(model_log_lik)}
 
     example = PyroExampleVAE(*nets(), cfg.latent_dim)

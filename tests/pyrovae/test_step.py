@@ -125,3 +125,45 @@ def test_train_step_applies_beta_and_updates_parameters():
     assert torch.allclose(got, losses[0.25], rtol=1e-6)
     assert not torch.allclose(losses[1.0], losses[0.25], rtol=1e-3)
     assert all(not torch.equal(a, p) for a, p in zip(before, params))
+
+
+def test_jit_engine_takes_the_same_steps_as_eager():
+    steps, params = {}, {}
+    for engine in ("eager", "jit"):
+        model, guide = small_pair()
+        params[engine] = list(model.parameters()) + list(guide.parameters())
+        steps[engine] = TrainStep(model, guide, Trace_ELBO(), make_optimizer(params[engine], lr=1e-2),
+                                  engine=engine)
+    y = torch.zeros(5, dtype=torch.long)
+    with pyro.validation_enabled(False):
+        for i, (x, yy, beta) in enumerate([(X, None, 1.0), (X, y, 1.0), (X[:3], y[:3], 0.5)] * 2):
+            losses = {}
+            for engine, step in steps.items():
+                torch.manual_seed(i)  # the traced graph draws the same noise as eager
+                losses[engine] = step(x, yy, beta)
+            assert torch.allclose(losses["jit"], losses["eager"], rtol=1e-5)
+    assert len(steps["jit"].traces) == 3  # one per (β, shapes), replayed afterwards
+    for a, b in zip(params["jit"], params["eager"]):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_jit_engine_falls_back_to_eager_when_beta_keeps_changing():
+    model, guide = small_pair()
+    params = list(model.parameters()) + list(guide.parameters())
+    step = TrainStep(model, guide, Trace_ELBO(), make_optimizer(params, lr=1e-3), engine="jit")
+    with pyro.validation_enabled(False), pytest.warns(UserWarning, match="falls back"):
+        for beta in torch.linspace(0.1, 1.0, 6).tolist():
+            assert torch.isfinite(step(X, None, beta))
+    assert step.traces is None
+
+
+def test_bad_engine_and_jit_under_data_parallelism_are_refused():
+    from pyrovae.distributed import World
+    from pyrovae.errors import PyroVAEError
+
+    model, guide = small_pair()
+    opt = make_optimizer(list(model.parameters()), lr=1e-3)
+    with pytest.raises(PyroVAEError, match="valid: eager, jit"):
+        TrainStep(model, guide, Trace_ELBO(), opt, engine="fast")
+    with pytest.raises(PyroVAEError, match="one process"):
+        TrainStep(model, guide, Trace_ELBO(), opt, engine="jit", world=World(rank=0, size=2))
