@@ -227,10 +227,12 @@ def plot(results: list[dict], snr_panel: dict, path: Path, eval_k: int) -> None:
     ax[1].set_xticklabels(names, rotation=30)
     for est, marker in (("iwae", "o"), ("dreg", "s")):
         ks = sorted(int(k.split(":")[1]) for k in snr_panel if k.startswith(est + ":"))
-        if ks:
-            for part, style in (("encoder", "-"), ("decoder", "--")):
-                ax[2].plot(ks, [snr_panel[f"{est}:{k}"][part] for k in ks], style, marker=marker,
-                           label=f"{est} {part}")
+        ax[2].plot(ks, [snr_panel[f"{est}:{k}"]["encoder"] for k in ks], "-", marker=marker,
+                   label=f"{est} encoder")
+    ks = sorted(int(k.split(":")[1]) for k in snr_panel if k.startswith("iwae:"))
+    # DReG changes only the guide's gradient: the model's is IWAE's, draw by draw
+    ax[2].plot(ks, [snr_panel[f"iwae:{k}"]["decoder"] for k in ks], "--", marker="^",
+               color="grey", label="decoder (iwae = dreg)")
     ax[2].set(xscale="log", yscale="log", xlabel="K", ylabel="gradient SNR (median)",
               title="estimator SNR at fixed parameters")
     ax[2].legend(fontsize=8)
