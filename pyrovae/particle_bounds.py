@@ -215,6 +215,9 @@ class DReG_IWAE(IWAE):
     reweight_path = True
 
     def _surrogate(self, log_w, cell_shape, aliases, guide_tr):
+        if torch.jit.is_tracing():  # a traced graph would silently drop the hooks
+            raise PyroVAEError("dreg:K reweights gradients with tensor hooks, which "
+                               "torch.jit.trace does not record; train it with --engine eager")
         w = torch.softmax(log_w.detach(), dim=0)
         cell_w = w.reshape(cell_shape)
         for name, z in aliases.items():

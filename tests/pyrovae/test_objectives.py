@@ -326,3 +326,11 @@ def test_trains_the_package_vae_through_plain_nn_modules(name):
     assert loss.dim() == 0 and torch.isfinite(loss)
     for net in (model.decoder, guide.encoder):
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
+
+
+@pytest.mark.filterwarnings("ignore")  # the tracer's notes on Pyro's shape checks
+def test_dreg_refuses_jit_tracing_which_would_drop_its_hooks():
+    model, guide = pair(4, exact=False)
+    module = make_objective("dreg:2")(model, guide)  # Pyro's ELBO module, as the trainer uses
+    with pytest.raises(PyroVAEError, match="--engine eager"):
+        torch.jit.trace(module, (X0.expand(4, 3),), check_trace=False)
