@@ -26,14 +26,14 @@ from pyrovae.errors import PyroVAEError
 
 @dataclass(frozen=True)
 class PriorConfig:
-    d_model: int = 128
-    layers: int = 3
+    d_model: int = 64
+    layers: int = 2
     heads: int = 4
     dropout: float = 0.1
     conditional: bool = False
     epochs: int = 20
     batch_size: int = 128
-    lr: float = 1e-3
+    lr: float = 2e-3
 
 
 class CodePrior(nn.Module):
@@ -44,7 +44,7 @@ class CodePrior(nn.Module):
     :param num_classes: 0 for an unconditional prior, else C start tokens.
     """
 
-    def __init__(self, num_codes: int, grid_shape, *, d_model: int = 128, layers: int = 3,
+    def __init__(self, num_codes: int, grid_shape, *, d_model: int = 64, layers: int = 2,
                  heads: int = 4, dropout: float = 0.1, num_classes: int = 0):
         super().__init__()
         self.num_codes, self.grid_shape = num_codes, tuple(grid_shape)

@@ -154,7 +154,7 @@ def evaluate_vq_run(run_dir, *, device: str = "auto", limit: int | None = None,
 def write_reconstructions(model: VQVAE, x: torch.Tensor, path, *, n: int = 16) -> Path:
     from pyrovae.plots import save_image_grid
 
-    x = x[:n]
+    x = x[torch.linspace(0, len(x) - 1, n).long()]  # spread over the (class-sorted) test set
     return save_image_grid(torch.cat([x, model.reconstruct(x)]), path, nrow=n,
                            title="test images (top) and VQ-VAE reconstructions (bottom)")
 
@@ -195,6 +195,7 @@ def write_codebook_figure(model: VQVAE, x: torch.Tensor, history: list[dict], pa
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     codes = torch.cat([model.encode(x[i:i + 1000]) for i in range(0, len(x), 1000)])
     freq = torch.bincount(codes.flatten(), minlength=model.num_codes).double()
@@ -204,6 +205,7 @@ def write_codebook_figure(model: VQVAE, x: torch.Tensor, history: list[dict], pa
     a.plot(epochs, [r["test_perplexity"] for r in history], "o-", label="test perplexity")
     a.axhline(model.num_codes, ls="--", c="gray", lw=0.8, label=f"K = {model.num_codes}")
     a.set_xlabel("epoch"), a.set_ylabel("perplexity")
+    a.xaxis.set_major_locator(MaxNLocator(integer=True))
     a2 = a.twinx()
     a2.plot(epochs, [100 * r["test_codes_used"] for r in history], "s-", c="C1",
             label="codes used (%)")

@@ -115,7 +115,7 @@ def train_vqvae(model, data: ImageData, cfg: TrainConfig, *, restart_every: int 
                         out["z_e"], threshold=restart_threshold, generator=gen)
                 bar.update()
                 if (i + 1) % cfg.log_every == 0:
-                    value = float(loss)
+                    value = float(loss.detach())
                     _check_finite(value, epoch, run_dir)
                     bar.set_postfix(epoch=epoch + 1, loss=f"{value:.2f}")
             _check_finite(float(total), epoch, run_dir)
