@@ -143,6 +143,11 @@ def cmd_train(args) -> int:
         if distributed.launched(os.environ):
             raise PyroVAEError(f"{cfg.model.model} trains in one process; run it without torchrun")
         return factory.cli_train(args, cfg, run_dir)
+    from pyrovae.handlers import beta_at
+    from pyrovae.objectives import make_objective
+
+    make_objective(cfg.train.objective)  # a typo fails before any folder or data is touched
+    beta_at(0.0, cfg.train)
     # under torchrun: one process per device, data-parallel (see pyrovae/distributed.py)
     world, device = distributed.setup(os.environ, resolve_device(cfg.train.device))
     data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, device=device)

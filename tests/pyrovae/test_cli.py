@@ -49,6 +49,8 @@ def test_resume_extends_a_finished_run(trained_run, capsys):
     (["train", "--dataset", "fashion-mnist", "--data-dir", "/nonexistent"],
      "IDX files .* not found; looked in /nonexistent"),
     (["train", "--activation", "sigmoidish"], "unknown activation"),
+    (["train", "--objective", "iwae:0"], "bad objective 'iwae:0'.*integer K >= 1"),
+    (["train", "--beta-schedule", "zigzag"], "unknown beta schedule"),
     (["train", "--device", "tpu"], "unknown device"),
     (["sample", "/nonexistent/run"], "does not exist"),
 ])
