@@ -69,3 +69,15 @@ def test_group_products_cannot_underflow(dtype):
     g = _group_size(784, dtype)
     assert 0.5 ** g > torch.finfo(dtype).tiny
     assert g >= 7
+
+
+@pytest.mark.parametrize("value_shape", [(3, 784), (784,), (2, 3, 784)])
+def test_custom_backward_passes_gradcheck(value_shape):
+    """The one-pass backward x - sigmoid(l) against finite differences, with broadcasting
+    values (particles x batch logits against batch images) and gradients for both inputs."""
+    from pyrovae.distributions import bernoulli_log_prob
+
+    torch.manual_seed(0)
+    logits = (3 * torch.randn(2, 3, 784, dtype=torch.float64)).requires_grad_()
+    value = torch.bernoulli(torch.full(value_shape, 0.4, dtype=torch.float64)).requires_grad_()
+    assert torch.autograd.gradcheck(bernoulli_log_prob, (logits, value))
