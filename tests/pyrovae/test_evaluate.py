@@ -330,3 +330,14 @@ def test_every_registered_pair_is_vectorized_over_particles_exactly(model_name, 
                         if s["type"] == "sample" and s["name"] != "data")
             log_q = g.nodes["z"]["fn"].log_prob(g.nodes["z"]["value"])
             assert torch.allclose(terms.log_w[j], log_p - log_q, atol=1e-4, rtol=1e-5)
+
+
+def test_cli_particle_ladder_and_clean_errors(tmp_path, capsys):
+    from pyrovae.cli import main
+    from pyrovae.evaluate import particle_ladder
+
+    assert particle_ladder(5000) == (1, 10, 100, 1000, 5000)
+    assert particle_ladder(1) == (1,) and particle_ladder(64) == (1, 10, 64)
+    assert main(["evaluate", str(tmp_path / "missing")]) == 2
+    assert main(["evaluate", str(tmp_path), "--num-particles", "0"]) == 2
+    assert capsys.readouterr().err.count("pyrovae: error:") == 2
