@@ -29,7 +29,8 @@ from pyrovae.errors import PyroVAEError
 
 
 def perplexity(counts: torch.Tensor) -> torch.Tensor:
-    """exp(H(p)) for the usage distribution p = counts / sum(counts): K for uniform use, 1 for one code."""
+    """exp(H(p)) of the usage distribution p = counts / sum(counts): K for uniform use of K
+    codes, 1 when one code takes everything."""
     p = counts.double() / counts.sum().clamp_min(1e-12)
     entropy = -(p * torch.log(p.clamp_min(1e-300))).sum()
     return torch.exp(entropy)

@@ -37,7 +37,8 @@ def cli_train(args, cfg, run_dir: Path) -> int:
 
     run_dir = Path(run_dir)
     if args.resume:
-        raw = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").is_file() else {}
+        # a resumed run keeps its architecture (cmd_train already checked the checkpoint)
+        raw = json.loads((run_dir / "config.json").read_text())
         vq = _section(VQVAEConfig, raw.get("vqvae", {}))
     else:
         vq = _config_from_args(args, VQVAEConfig)

@@ -77,7 +77,8 @@ def load_vq_run(run_dir, *, device: str = "auto", need_prior: bool = False) -> V
         _load_into(prior, run_dir / "prior.pt", "prior", dev)
         prior.to(dev).eval()
     elif need_prior:
-        raise PyroVAEError(f"{run_dir} has no trained prior; run `pyrovae train-prior {run_dir}` first")
+        raise PyroVAEError(f"{run_dir} has no trained prior; "
+                           f"run `pyrovae train-prior {run_dir}` first")
     return VQRun(run_dir, raw, cfg, data, model.to(dev).eval(), prior)
 
 
@@ -211,8 +212,9 @@ def write_codebook_figure(model: VQVAE, x: torch.Tensor, history: list[dict], pa
             label="codes used (%)")
     a2.set_ylabel("codes used (%)")
     a2.set_ylim(0, 105)
-    a.legend(*[sum(v, []) for v in zip(a.get_legend_handles_labels(),
-                                       a2.get_legend_handles_labels())], fontsize=7, loc="lower right")
+    handles = [sum(v, []) for v in zip(a.get_legend_handles_labels(),
+                                       a2.get_legend_handles_labels())]
+    a.legend(*handles, fontsize=7, loc="lower right")
     b.bar(range(len(freq)), freq, width=1.0)
     b.set_xlabel("code (sorted by test frequency)"), b.set_ylabel("frequency")
     b.set_title("test-set code usage", fontsize=9)

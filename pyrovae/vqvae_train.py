@@ -167,8 +167,9 @@ def train_prior(prior, model, data: ImageData, *, epochs: int, batch_size: int, 
             prior.train()
             total = torch.zeros((), device=device)
             for i in range(steps):
+                progress_frac = (epoch * steps + i) / (epochs * steps)
                 for group in optimizer.param_groups:  # cosine decay over the whole run
-                    group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * (epoch * steps + i) / (epochs * steps)))
+                    group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * progress_frac))
                 idx = perm[i * bs:(i + 1) * bs]
                 nll = -prior.log_prob(codes[idx], y_of(data.train_y[idx]))
                 loss = nll.mean()
