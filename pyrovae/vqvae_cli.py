@@ -116,7 +116,7 @@ def cmd_train_prior(args) -> int:
     prior.eval()
     figures = [write_samples(run.model, prior, run.dir / "samples.png", seed=args.seed)]
     if prior.conditional:
-        figures.append(write_samples(run.model, prior, run.dir / "samples_by_class.png",
+        figures.append(write_samples(run.model, prior, run.dir / "class_grid.png",
                                      by_class=True, seed=args.seed, names=_names(run)))
     last = history[-1]
     print(f"epoch {last['epoch']}: test -log p(codes) {last['test_nll']:.2f} nats per image")
@@ -137,11 +137,12 @@ def cli_sample(args) -> int:
     out = Path(args.out) if getattr(args, "out", None) else run.dir / "samples.png"
     grid = getattr(args, "grid", False)
     if grid and not getattr(args, "out", None):
-        out = run.dir / "samples_by_class.png"
+        out = run.dir / "class_grid.png"
     elif label is not None and not getattr(args, "out", None):
         out = run.dir / f"samples_label{label}.png"
     write_samples(run.model, run.prior, out, n=getattr(args, "n", 64), label=label,
-                  by_class=grid, seed=getattr(args, "seed", None) or 0, names=_names(run))
+                  by_class=grid, seed=getattr(args, "seed", None) or 0, names=_names(run),
+                  per_row=getattr(args, "per_row", None) or 10)
     print(f"wrote {out}")
     return 0
 

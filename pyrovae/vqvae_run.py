@@ -3,7 +3,7 @@
 A VQ-VAE run lives in the same kind of directory as a VAE run: ``config.json`` (the
 RunConfig plus ``"vqvae"`` and, once trained, ``"prior"`` sections), ``checkpoint.pt``,
 ``metrics.jsonl``, ``reconstructions.png``, ``codebook.png``; ``train-prior`` adds
-``prior.pt``, ``prior_metrics.jsonl``, ``samples.png`` (and ``samples_by_class.png`` for a
+``prior.pt``, ``prior_metrics.jsonl``, ``samples.png`` (and ``class_grid.png`` for a
 class-conditional prior); ``evaluate`` writes ``eval.json``/``eval.md`` in the format of
 ``pyrovae evaluate`` so VQ-VAE and VAE rows share one table.
 
@@ -163,9 +163,9 @@ def write_reconstructions(model: VQVAE, x: torch.Tensor, path, *, n: int = 16) -
 @torch.no_grad()
 def write_samples(model: VQVAE, prior: CodePrior, path, *, n: int = 64, label: int | None = None,
                   by_class: bool = False, seed: int = 0, temperature: float = 1.0,
-                  names: list[str] | None = None) -> Path:
+                  names: list[str] | None = None, per_row: int = 10) -> Path:
     """Decoded prior samples in an 8-wide grid: from p(k), or from p(k | y = label); with
-    ``by_class`` (conditional priors) one row of ten per class instead."""
+    ``by_class`` (conditional priors) one row of ``per_row`` per class instead."""
     from pyrovae.plots import save_image_grid
 
     device = prior.pos.device
@@ -176,9 +176,9 @@ def write_samples(model: VQVAE, prior: CodePrior, path, *, n: int = 64, label: i
     if label is not None and not 0 <= label < prior.num_classes:
         raise PyroVAEError(f"--label must lie in 0..{prior.num_classes - 1}; got {label}")
     if by_class:
-        y = torch.arange(prior.num_classes, device=device).repeat_interleave(10)
+        y = torch.arange(prior.num_classes, device=device).repeat_interleave(per_row)
         codes = prior.sample(len(y), y, temperature=temperature, generator=gen)
-        return save_image_grid(model.decode(codes), path, nrow=10,
+        return save_image_grid(model.decode(codes), path, nrow=per_row,
                                row_labels=names or [str(c) for c in range(prior.num_classes)],
                                title="class-conditional prior samples (one row per class)")
     y = None

@@ -44,15 +44,15 @@ def main(argv=None) -> None:
         y = (torch.randint(run.prior.num_classes, (args.n,), generator=gen, device=x.device)
              if run.prior.conditional else None)
         rows += [run.model.reconstruct(x), run.model.decode(run.prior.sample(args.n, y, generator=gen))]
-        labels += [f"K={k} recon", f"K={k} sample"]
+        labels += [f"K={k} rec", f"K={k} gen"]  # short: the label margin is narrow
         report = json.loads((Path(run_dir) / "eval.json").read_text())
         b = report["bounds"][0]
         table.append(f"| {k} | {b['mean']:.2f} ± {b['se']:.2f} | {report['recon']['mean']:.2f} | "
                      f"{report['kl']['mean']:.2f} | {report['codebook']['perplexity']:.1f} | "
                      f"{run_dir} |")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    save_image_grid(torch.cat(rows), args.out, nrow=args.n, row_labels=labels, scale=0.5,
-                    title="VQ-VAE codebook size: reconstructions and prior samples")
+    save_image_grid(torch.cat(rows), args.out, nrow=args.n, row_labels=labels, scale=0.7,
+                    title="VQ-VAE codebook size K: test images, reconstructions (rec), prior samples (gen)")
     print("| codes K | bound (nats) | log p(x\\|z_q) | rate −log p(k) | perplexity | run |")
     print("|---:|---:|---:|---:|---:|---|")
     print("\n".join(table))

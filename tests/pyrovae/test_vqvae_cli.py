@@ -77,9 +77,12 @@ def test_prior_sample_evaluate_and_resume(vq_run, capsys, tmp_path):
 def test_conditional_prior_class_grid(vq_run, capsys, tmp_path):
     code, _, _ = run(capsys, "train-prior", str(vq_run), *TINY_PRIOR, "--conditional",
                      "--overwrite")
-    assert code == 0 and (vq_run / "samples_by_class.png").stat().st_size > 0
+    assert code == 0 and (vq_run / "class_grid.png").stat().st_size > 0
     code, _, _ = run(capsys, "sample", str(vq_run), "--label", "7", "--n", "4")
     assert code == 0 and (vq_run / "samples_label7.png").is_file()
+    code, _, _ = run(capsys, "sample", str(vq_run), "--grid", "--per-row", "3",
+                     "--out", str(tmp_path / "grid.png"))
+    assert code == 0 and (tmp_path / "grid.png").stat().st_size > 0
     code, _, err = run(capsys, "sample", str(vq_run), "--label", "12")
     assert code == 2 and "0..9" in err
 
