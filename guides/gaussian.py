@@ -1,6 +1,8 @@
 """Amortized diagonal-Gaussian guide q(z | x) = N(mu(x), diag(sigma(x)^2))."""
 from __future__ import annotations
 
+import math
+
 import pyro
 import pyro.distributions as dist
 import torch
@@ -20,6 +22,13 @@ SCALE_FNS = {
 }
 
 
+# the raw value r with SCALE_FNS[name](r) == sigma, to start a guide at a chosen sigma
+RAW_FOR_SCALE = {
+    "softplus": lambda sigma: math.log(math.expm1(sigma - 1e-5)),
+    "exp": lambda sigma: 2.0 * math.log(sigma),
+}
+
+
 def scale_fn(name: str):
     try:
         return SCALE_FNS[name]
@@ -28,19 +37,48 @@ def scale_fn(name: str):
                            f"{', '.join(sorted(SCALE_FNS))}") from None
 
 
+@torch.no_grad()
+def init_scale_(encoder: nn.Module, latent_dim: int, *, scale: str, sigma: float) -> nn.Module:
+    """Start q(z | x) near standard deviation ``sigma``: the raw-scale half of the bias of
+    the encoder's last ``nn.Linear`` becomes ``SCALE_FNS[scale]^-1(sigma)`` (its weights
+    are untouched, so sigma still varies a little with x).
+
+    A PyTorch-initialized encoder starts at sigma ~ 1 (``exp``) or 0.7 (``softplus``),
+    i.e. at the prior, where z says almost nothing about x and the decoder first learns
+    to do without it.  Starting at sigma = 0.1 measured +0.4 nats of IWAE-1000 after 10
+    epochs on Fashion-MNIST (``results/quality_ablation.md``).
+    """
+    if not (sigma > 0 and math.isfinite(sigma)):
+        raise PyroVAEError(f"initial guide scale must be a positive number, got {sigma}")
+    raw = RAW_FOR_SCALE[scale](sigma) if scale in RAW_FOR_SCALE else None
+    last = [m for m in encoder.modules() if isinstance(m, nn.Linear)]
+    if raw is None or not last or last[-1].out_features != 2 * latent_dim:
+        raise PyroVAEError(f"cannot set the initial scale: the encoder must end in an "
+                           f"nn.Linear with 2 * latent_dim = {2 * latent_dim} outputs and the "
+                           f"scale be one of {', '.join(sorted(RAW_FOR_SCALE))}; "
+                           f"pass init_scale=None to keep the encoder's own initialization")
+    last[-1].bias[latent_dim:] = raw
+    return encoder
+
+
 class DiagonalGaussianGuide(PyroModule):
     """Guide ``guide(x, y=None)``: ``z ~ N(loc(x), scale(x))`` inside the ``data`` plate.
 
     :param encoder: maps ``x[..., x_dim]`` to ``[..., 2 * latent_dim]`` (loc, raw scale).
     :param scale: ``"softplus"`` or ``"exp"`` (log-variance) parameterization of sigma.
+    :param init_scale: start sigma near this value (see :func:`init_scale_`); None keeps
+        the encoder's own initialization.
     """
 
-    def __init__(self, encoder: nn.Module, latent_dim: int, *, scale: str = "softplus"):
+    def __init__(self, encoder: nn.Module, latent_dim: int, *, scale: str = "softplus",
+                 init_scale: float | None = None):
         super().__init__()
         self.encoder = encoder
         self.latent_dim = latent_dim
         self.scale_name = scale
         self._scale = scale_fn(scale)
+        if init_scale is not None:
+            init_scale_(encoder, latent_dim, scale=scale, sigma=init_scale)
 
     def posterior(self, x: torch.Tensor, y: torch.Tensor | None = None):
         loc, raw = self.encoder(x).split(self.latent_dim, dim=-1)
@@ -64,4 +102,5 @@ def diagonal(cfg, *, x_dim: int, num_classes: int):
     if model_is_conditional(cfg):  # a CVAE's guide is q(z | x, y)
         return conditional_diagonal(cfg, x_dim=x_dim, num_classes=num_classes)
     encoder = MLP(x_dim, cfg.hidden, 2 * cfg.latent_dim, activation=cfg.activation)
-    return DiagonalGaussianGuide(encoder, cfg.latent_dim, scale=cfg.scale)
+    return DiagonalGaussianGuide(encoder, cfg.latent_dim, scale=cfg.scale,
+                                 init_scale=cfg.init_scale or None)  # 0: PyTorch's init

@@ -67,11 +67,13 @@ def _data_output_bias(model, guide, data):
 # slug -> (description, `pyrovae train` flags changed from the defaults, init hook applied
 # after build_pair); each variant differs from the default in one choice
 VARIANTS = {
-    "default": ("CLI defaults (relu, sigma = exp(raw/2), PyTorch init, Trace_ELBO)", [], None),
+    "default": ("CLI defaults: relu, sigma = exp(raw/2) starting at 0.1, Trace_ELBO", [], None),
     "softplus-units": ("hidden activation softplus", ["--activation", "softplus"], None),
     "tanh-units": ("hidden activation tanh", ["--activation", "tanh"], None),
     "elu-units": ("hidden activation elu", ["--activation", "elu"], None),
     "softplus-scale": ("sigma = softplus(raw) + 1e-5", ["--scale", "softplus"], None),
+    "sigma-init-off": ("guide sigma starts at ~1 (PyTorch's init) instead of 0.1",
+                       ["--init-scale", "0"], None),
     "xavier-init": ("Glorot-uniform weights, zero biases", [],
                     _init_all(torch.nn.init.xavier_uniform_)),
     "kaiming-init": ("He-uniform (relu gain) weights, zero biases", [],
@@ -97,19 +99,22 @@ def run_one(cfg, data, *, init_hook, num_test, num_particles: int, run_dir: Path
     """Train one seed (or finish it from its checkpoint) and evaluate it.
 
     With ``resume``, a run whose row was already written for the same protocol ``key``
-    is read back instead of being trained and evaluated again.
+    and configuration is read back instead of being trained and evaluated again (the
+    code is not part of that check: after changing it, use a fresh ``--run-root``).
     """
     row_path = run_dir / "quality_row.json"
     if resume and row_path.is_file():
         row = json.loads(row_path.read_text())
-        if row.get("key") == key:
+        if row.get("key") == key and row.get("config") == cfg.to_dict():
             return row
     seed = cfg.train.seed
     pyro.set_rng_seed(seed)  # the networks' initialization is part of the seed
     model, guide = build_pair(cfg.model, x_dim=data.x_dim, num_classes=data.num_classes)
     if init_hook is not None:
         init_hook(model, guide, data)
-    resume = resume and (run_dir / "checkpoint.pt").is_file()
+    config_path = run_dir / "config.json"  # never resume a run built from another config
+    resume = (resume and (run_dir / "checkpoint.pt").is_file() and config_path.is_file()
+              and config_path.read_text() == cfg.to_json())
     run_dir = cli.prepare_run_dir(run_dir, resume=resume, overwrite=not resume)
     (run_dir / "config.json").write_text(cfg.to_json())
     t0 = time.perf_counter()
