@@ -23,7 +23,7 @@ from torch import nn
 from pyrovae.data import one_hot
 from pyrovae.distributions import IndependentBernoulli
 from pyrovae.errors import PyroVAEError
-from pyrovae.nets import ConditionedMLP
+from pyrovae.nets import ConditionedMLP, init_output_bias_
 from pyrovae.registry import register
 
 
@@ -60,6 +60,12 @@ class CVAE(PyroModule):
             # the decoder broadcasts y over any particle dims the evaluator puts on z
             logits = self.decoder(z, y1)
             return pyro.sample("x", IndependentBernoulli(logits), obs=x)  # Bernoulli.to_event(1)
+
+    @torch.no_grad()
+    def init_from_data(self, x: torch.Tensor) -> None:
+        """Start the decoder at the pixels' marginal frequencies: output bias =
+        logit(mean_n x_n), as Burda et al.'s IWAE code does."""
+        init_output_bias_(self.decoder, x.mean(0))
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor, y) -> torch.Tensor:

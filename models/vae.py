@@ -13,7 +13,7 @@ from pyro.nn import PyroModule
 from torch import nn
 
 from pyrovae.distributions import IndependentBernoulli
-from pyrovae.nets import MLP
+from pyrovae.nets import MLP, init_output_bias_
 from pyrovae.registry import register
 
 
@@ -34,6 +34,12 @@ class VAE(PyroModule):
             z = pyro.sample("z", self.prior())
             logits = self.decoder(z)
             return pyro.sample("x", IndependentBernoulli(logits), obs=x)  # fast Bernoulli.to_event(1)
+
+    @torch.no_grad()
+    def init_from_data(self, x: torch.Tensor) -> None:
+        """Start the decoder at the pixels' marginal frequencies: output bias =
+        logit(mean_n x_n), as Burda et al.'s IWAE code does."""
+        init_output_bias_(self.decoder, x.mean(0))
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:

@@ -154,7 +154,8 @@ def cmd_train(args) -> int:
     import pyro
 
     pyro.set_rng_seed(cfg.train.seed)  # --seed sets the networks' initialization too
-    model, guide = build_pair(cfg.model, x_dim=data.x_dim, num_classes=data.num_classes)
+    model, guide = build_pair(cfg.model, x_dim=data.x_dim, num_classes=data.num_classes,
+                              train_x=data.train_x)
     if world.is_main:  # only rank 0 writes
         run_dir = prepare_run_dir(run_dir, resume=args.resume, overwrite=args.overwrite)
         (run_dir / "config.json").write_text(cfg.to_json())

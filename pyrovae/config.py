@@ -30,6 +30,9 @@ class ModelConfig:
     # sigma of the diagonal guide at initialization (0: PyTorch's init, sigma ~ 1);
     # starting below the prior's 1 measured +0.4 nats (results/quality_ablation.md)
     init_scale: float = 0.1
+    # "data": the decoder's output bias starts at logit(mean training pixel); "default":
+    # PyTorch's initialization (README, results quality: +0.3 nats at 10 epochs)
+    output_bias: str = "data"
     # options read only by particular priors/guides (e.g. mixture components)
     num_components: int = 10
     num_pseudo_inputs: int = 500
@@ -88,14 +91,20 @@ def _known(cls, d: dict[str, Any]):
     return cls(**{k: v for k, v in d.items() if k in names})
 
 
-def build_pair(cfg: ModelConfig, *, x_dim: int, num_classes: int):
+def build_pair(cfg: ModelConfig, *, x_dim: int, num_classes: int, train_x=None):
     """Build ``(model, guide)`` from registered constructors.
 
-    The guide is built first because some priors (VampPrior) use its encoder.
+    The guide is built first because some priors (VampPrior) use its encoder.  With
+    ``train_x`` and ``cfg.output_bias == "data"``, a model offering ``init_from_data``
+    starts its decoder at the training pixels' marginal frequencies.
     """
+    if cfg.output_bias not in ("data", "default"):
+        raise PyroVAEError(f"unknown output_bias {cfg.output_bias!r}; valid: data, default")
     guide = registry.get("guide", cfg.guide)(cfg, x_dim=x_dim, num_classes=num_classes)
     prior = registry.get("prior", cfg.prior)(cfg, x_dim=x_dim, num_classes=num_classes,
                                              guide=guide)
     model = registry.get("model", cfg.model)(cfg, x_dim=x_dim, num_classes=num_classes,
                                              prior=prior)
+    if train_x is not None and cfg.output_bias == "data" and hasattr(model, "init_from_data"):
+        model.init_from_data(train_x)
     return model, guide

@@ -50,10 +50,10 @@ def test_same_seed_reproduces_the_bound_exactly(bench, tmp_path):
 
 
 def test_resume_reuses_finished_rows_and_variants_differ(bench, tmp_path):
-    args = toy(tmp_path, "--variants", "default", "data-output-bias")
+    args = toy(tmp_path, "--variants", "default", "no-data-output-bias")
     assert bench.main(args) == 0
     first = json.loads((tmp_path / "out" / "quality.json").read_text())["runs"]
-    assert first["default"][0]["iwae"] != first["data-output-bias"][0]["iwae"]
+    assert first["default"][0]["iwae"] != first["no-data-output-bias"][0]["iwae"]
     assert bench.main(args + ["--resume"]) == 0
     again = json.loads((tmp_path / "out" / "quality.json").read_text())["runs"]
     assert again == first  # read back from each run's quality_row.json, nothing retrained
