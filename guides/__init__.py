@@ -1,9 +1,9 @@
-"""Guide halves q(z|x) (installed as ``pyrovae.guides``)."""
-from pyrovae.guides.gaussian import DiagonalGaussianGuide
-from pyrovae.guides.amortized import AmortizedGuide
-from pyrovae.guides.fullcov import FullCovarianceGuide
+"""Guide halves q(z|x) (installed as ``pyrovae.guides``); importing it registers them."""
+from pyrovae.guides.amortized import AmortizedGuide, Guide
 from pyrovae.guides.flows import IAFGuide
+from pyrovae.guides.fullcov import FullCovarianceGuide
+from pyrovae.guides.gaussian import DiagonalGaussianGuide
 from pyrovae.guides.local import LocalGuide
 
-__all__ = ["DiagonalGaussianGuide", "AmortizedGuide", "FullCovarianceGuide", "IAFGuide",
-           "LocalGuide"]
+__all__ = ["Guide", "AmortizedGuide", "DiagonalGaussianGuide", "FullCovarianceGuide",
+           "IAFGuide", "LocalGuide"]

@@ -1,11 +1,14 @@
-"""The shape every amortized guide in this package shares.
+"""The shape every guide in this package shares.
 
     q(z | x) = family(phi),   phi = features(x [, y])
 
-An encoder network maps the input to a feature vector, and a guide family turns features
-into a distribution.  Keeping the two apart is what lets the non-amortized guide of
-``guides/local.py`` replace ``features(x)`` by a free vector per datapoint while reusing
-the family unchanged (Cremer, Li & Duvenaud, "Inference Suboptimality in VAEs", 2018).
+:class:`Guide` is the contract half every guide implements -- ``guide(x, y=None)``
+samples ``z ~ posterior(x, y)`` inside the data plate -- plus ``encode`` (the posterior
+mean, by Monte Carlo where it has no closed form).  :class:`AmortizedGuide` splits the
+posterior into an encoder network and a family: keeping the two apart is what lets the
+non-amortized guide of ``guides/local.py`` replace ``features(x)`` by a free vector per
+datapoint while reusing the family unchanged (Cremer, Li & Duvenaud, "Inference
+Suboptimality in VAEs", 2018).
 """
 from __future__ import annotations
 
@@ -14,19 +17,36 @@ import torch
 from pyro.nn import PyroModule
 from torch import nn
 
-from pyrovae import registry
+from pyrovae.data import labels_one_hot
+from pyrovae.nets import MLP, ConditionedMLP
 
 
-def guide_classes(cfg, num_classes: int) -> int:
-    """How many classes a guide built for ``cfg`` conditions on: ``num_classes`` when the
-    configured model is conditional (its factory says ``conditional = True``, as
-    ``models/cvae.py`` does), else 0."""
-    conditional = getattr(registry.get("model", cfg.model), "conditional", False)
-    return num_classes if conditional else 0
+class Guide(PyroModule):
+    """``guide(x, y=None)``: ``z ~ posterior(x, y)`` in the ``data`` plate."""
+
+    def posterior(self, x: torch.Tensor, y: torch.Tensor | None = None):
+        """q(z | x [, y]) as a distribution with batch shape ``x.shape[:-1]``."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None):
+        q = self.posterior(x, y)
+        with pyro.plate("data", x.shape[0]):
+            return pyro.sample("z", q)
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None, *,
+               num_samples: int = 64) -> torch.Tensor:
+        """Posterior mean E_q[z | x] (latent plots, active units); a Monte Carlo mean of
+        ``num_samples`` draws for families without a closed form (flows)."""
+        q = self.posterior(x, y)
+        try:
+            return q.mean
+        except NotImplementedError:
+            return q.sample((num_samples,)).mean(0)
 
 
-class AmortizedGuide(PyroModule):
-    """``guide(x, y=None)``: ``z ~ posterior_from_features(features(x, y))`` in the data plate.
+class AmortizedGuide(Guide):
+    """``posterior(x, y) = posterior_from_features(features(x, y))``.
 
     Subclasses implement :meth:`posterior_from_features`.
 
@@ -39,32 +59,29 @@ class AmortizedGuide(PyroModule):
     def __init__(self, encoder: nn.Module, latent_dim: int, *, num_classes: int = 0):
         super().__init__()
         self.encoder = encoder
-        self.conditional = num_classes > 0
         self.latent_dim = latent_dim
         self.num_classes = num_classes
+
+    @property
+    def conditional(self) -> bool:
+        return self.num_classes > 0
 
     def features(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         if not self.num_classes:
             return self.encoder(x)
-        from pyrovae.models.cvae import labels_one_hot
-
-        y1 = labels_one_hot(y, self.num_classes, x.shape[0], who=f"the conditional "
-                            f"{type(self).__name__}")
+        y1 = labels_one_hot(y, self.num_classes, x.shape[0],
+                            who=f"the conditional {type(self).__name__}")
         return self.encoder(x, y1.to(x.device, x.dtype))
 
     def posterior_from_features(self, h: torch.Tensor):
         raise NotImplementedError
 
     def posterior(self, x: torch.Tensor, y: torch.Tensor | None = None):
-        """q(z | x [, y]) as a distribution with batch shape ``x.shape[:-1]``."""
         return self.posterior_from_features(self.features(x, y))
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None):
-        q = self.posterior(x, y)
-        with pyro.plate("data", x.shape[0]):
-            return pyro.sample("z", q)
 
-    @torch.no_grad()
-    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """Posterior mean E_q[z | x] (latent plots, active units)."""
-        return self.posterior(x, y).mean
+def encoder_for(cfg, *, x_dim: int, num_classes: int, out_dim: int) -> nn.Module:
+    """The MLP encoder of a registered guide: ``ConditionedMLP`` when labels are used."""
+    if num_classes:
+        return ConditionedMLP(x_dim, num_classes, cfg.hidden, out_dim, activation=cfg.activation)
+    return MLP(x_dim, cfg.hidden, out_dim, activation=cfg.activation)

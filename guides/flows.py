@@ -19,9 +19,8 @@ from pyro.distributions.transforms import conditional_affine_autoregressive
 from torch import nn
 
 from pyrovae.errors import PyroVAEError
-from pyrovae.guides.amortized import AmortizedGuide, guide_classes
+from pyrovae.guides.amortized import AmortizedGuide, encoder_for
 from pyrovae.guides.gaussian import scale_fn
-from pyrovae.nets import MLP, ConditionedMLP
 from pyrovae.registry import register
 
 
@@ -35,7 +34,7 @@ class IAFGuide(AmortizedGuide):
 
     def __init__(self, encoder: nn.Module, latent_dim: int, *, context_dim: int,
                  num_flows: int = 2, hidden_dims=None, num_classes: int = 0,
-                 scale: str = "softplus"):
+                 scale: str = "exp"):
         super().__init__(encoder, latent_dim, num_classes=num_classes)
         if num_flows < 1:
             raise PyroVAEError(f"the IAF guide needs --flow-layers >= 1, got {num_flows}")
@@ -47,11 +46,11 @@ class IAFGuide(AmortizedGuide):
             conditional_affine_autoregressive(latent_dim, context_dim,
                                               hidden_dims=hidden_dims, stable=True)
             for _ in range(num_flows))
-        self._scale = scale_fn(scale)
+        self.scale_of = scale_fn(scale)
 
     def base_from_features(self, h: torch.Tensor) -> dist.Distribution:
         loc, raw = self.head(h).split(self.latent_dim, dim=-1)
-        return dist.Normal(loc, self._scale(raw)).to_event(1)
+        return dist.Normal(loc, self.scale_of(raw)).to_event(1)
 
     def posterior_from_features(self, h: torch.Tensor) -> dist.Distribution:
         transforms = [flow.condition(h) for flow in self.flows]
@@ -61,21 +60,11 @@ class IAFGuide(AmortizedGuide):
         """The Gaussian N(mu(h), sigma(h)) before the flow."""
         return self.base_from_features(self.features(x, y))
 
-    @torch.no_grad()
-    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None, *,
-               num_samples: int = 64) -> torch.Tensor:
-        """Monte Carlo posterior mean (the flow has no closed-form mean)."""
-        return self.posterior(x, y).sample((num_samples,)).mean(0)
-
 
 @register("guide", "iaf")
 def iaf(cfg, *, x_dim: int, num_classes: int):
-    classes = guide_classes(cfg, num_classes)
     context_dim = 2 * cfg.latent_dim
-    if classes:
-        encoder = ConditionedMLP(x_dim, classes, cfg.hidden, context_dim, activation=cfg.activation)
-    else:
-        encoder = MLP(x_dim, cfg.hidden, context_dim, activation=cfg.activation)
+    encoder = encoder_for(cfg, x_dim=x_dim, num_classes=num_classes, out_dim=context_dim)
     return IAFGuide(encoder, cfg.latent_dim, context_dim=context_dim, num_flows=cfg.flow_layers,
-                    hidden_dims=[max(cfg.hidden, cfg.latent_dim)], num_classes=classes,
+                    hidden_dims=[max(cfg.hidden, cfg.latent_dim)], num_classes=num_classes,
                     scale=cfg.scale)

@@ -11,9 +11,8 @@ from __future__ import annotations
 import pyro.distributions as dist
 import torch
 
-from pyrovae.guides.amortized import AmortizedGuide, guide_classes
+from pyrovae.guides.amortized import AmortizedGuide, encoder_for
 from pyrovae.guides.gaussian import scale_fn
-from pyrovae.nets import MLP, ConditionedMLP
 from pyrovae.registry import register
 
 
@@ -53,9 +52,9 @@ class FullCovarianceGuide(AmortizedGuide):
     """
 
     def __init__(self, encoder, latent_dim: int, *, num_classes: int = 0,
-                 scale: str = "softplus"):
+                 scale: str = "exp"):
         super().__init__(encoder, latent_dim, num_classes=num_classes)
-        self._scale = scale_fn(scale)
+        self.scale_of = scale_fn(scale)
         rows, cols = torch.tril_indices(latent_dim, latent_dim, offset=-1)
         self.register_buffer("tril_rows", rows, persistent=False)
         self.register_buffer("tril_cols", cols, persistent=False)
@@ -65,7 +64,7 @@ class FullCovarianceGuide(AmortizedGuide):
         raw_diag, off = h[..., d:2 * d], h[..., 2 * d:]
         L = h.new_zeros(*h.shape[:-1], d, d)
         L[..., self.tril_rows, self.tril_cols] = off
-        return L + torch.diag_embed(self._scale(raw_diag))
+        return L + torch.diag_embed(self.scale_of(raw_diag))
 
     def posterior_from_features(self, h: torch.Tensor):
         return BroadcastMultivariateNormal(h[..., :self.latent_dim], scale_tril=self.scale_tril(h))
@@ -73,17 +72,12 @@ class FullCovarianceGuide(AmortizedGuide):
 
 @register("guide", "fullcov")
 def fullcov(cfg, *, x_dim: int, num_classes: int):
-    classes = guide_classes(cfg, num_classes)
-    out = num_features(cfg.latent_dim)
-    if classes:
-        encoder = ConditionedMLP(x_dim, classes, cfg.hidden, out, activation=cfg.activation)
-        last = encoder.net[-1]
-    else:
-        encoder = MLP(x_dim, cfg.hidden, out, activation=cfg.activation)
-        last = encoder[-1]
+    encoder = encoder_for(cfg, x_dim=x_dim, num_classes=num_classes,
+                          out_dim=num_features(cfg.latent_dim))
+    last = [m for m in encoder.modules() if isinstance(m, torch.nn.Linear)][-1]
     # start from a diagonal posterior: zero weights on the off-diagonal outputs, else the
     # ~D(D-1)/2 random entries would inflate the initial posterior variance D-fold
     with torch.no_grad():
         last.weight[2 * cfg.latent_dim:].zero_()
         last.bias[2 * cfg.latent_dim:].zero_()
-    return FullCovarianceGuide(encoder, cfg.latent_dim, num_classes=classes, scale=cfg.scale)
+    return FullCovarianceGuide(encoder, cfg.latent_dim, num_classes=num_classes, scale=cfg.scale)

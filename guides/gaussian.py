@@ -1,17 +1,17 @@
-"""Amortized diagonal-Gaussian guide q(z | x) = N(mu(x), diag(sigma(x)^2))."""
+"""Amortized diagonal-Gaussian guide q(z | x) = N(mu(x), diag(sigma(x)^2)), or
+q(z | x, y) with the label concatenated to the encoder's input for conditional models
+(Sohn, Lee & Yan 2015)."""
 from __future__ import annotations
 
 import math
 
-import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
-from pyro.nn import PyroModule
 from torch import nn
 
 from pyrovae.errors import PyroVAEError
-from pyrovae.nets import MLP
+from pyrovae.guides.amortized import AmortizedGuide, encoder_for
 from pyrovae.registry import register
 
 # sigma = softplus(raw) is bounded-gradient and never overflows; exp(raw / 2) is the
@@ -61,46 +61,34 @@ def init_scale_(encoder: nn.Module, latent_dim: int, *, scale: str, sigma: float
     return encoder
 
 
-class DiagonalGaussianGuide(PyroModule):
-    """Guide ``guide(x, y=None)``: ``z ~ N(loc(x), scale(x))`` inside the ``data`` plate.
+class DiagonalGaussianGuide(AmortizedGuide):
+    """Guide ``guide(x, y=None)``: ``z ~ N(loc(h), scale(h))``, ``h = encoder(x [, y])``.
 
-    :param encoder: maps ``x[..., x_dim]`` to ``[..., 2 * latent_dim]`` (loc, raw scale).
-    :param scale: ``"softplus"`` or ``"exp"`` (log-variance) parameterization of sigma.
+    The defaults are :class:`~pyrovae.config.ModelConfig`'s, so a hand-composed guide
+    starts where ``build_pair``'s does.
+
+    :param encoder: maps ``x`` (or ``(x, onehot(y))`` when ``num_classes > 0``) to
+        ``[..., 2 * latent_dim]`` (loc, raw scale).
+    :param scale: ``"exp"`` (log-variance, sigma = exp(raw / 2)) or ``"softplus"``.
     :param init_scale: start sigma near this value (see :func:`init_scale_`); None keeps
         the encoder's own initialization.
     """
 
-    def __init__(self, encoder: nn.Module, latent_dim: int, *, scale: str = "softplus",
-                 init_scale: float | None = None):
-        super().__init__()
-        self.encoder = encoder
-        self.latent_dim = latent_dim
+    def __init__(self, encoder: nn.Module, latent_dim: int, *, num_classes: int = 0,
+                 scale: str = "exp", init_scale: float | None = 0.1):
+        super().__init__(encoder, latent_dim, num_classes=num_classes)
         self.scale_name = scale
-        self._scale = scale_fn(scale)
+        self.scale_of = scale_fn(scale)
         if init_scale is not None:
             init_scale_(encoder, latent_dim, scale=scale, sigma=init_scale)
 
-    def posterior(self, x: torch.Tensor, y: torch.Tensor | None = None):
-        loc, raw = self.encoder(x).split(self.latent_dim, dim=-1)
-        return dist.Normal(loc, self._scale(raw)).to_event(1)
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None):
-        q = self.posterior(x, y)
-        with pyro.plate("data", x.shape[0]):
-            return pyro.sample("z", q)
-
-    @torch.no_grad()
-    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """Posterior mean E_q[z | x] (used for latent plots and active units)."""
-        return self.posterior(x, y).mean
+    def posterior_from_features(self, h: torch.Tensor):
+        loc, raw = h.split(self.latent_dim, dim=-1)
+        return dist.Normal(loc, self.scale_of(raw)).to_event(1)
 
 
 @register("guide", "diagonal")
 def diagonal(cfg, *, x_dim: int, num_classes: int):
-    from pyrovae.guides.conditional import conditional_diagonal, model_is_conditional
-
-    if model_is_conditional(cfg):  # a CVAE's guide is q(z | x, y)
-        return conditional_diagonal(cfg, x_dim=x_dim, num_classes=num_classes)
-    encoder = MLP(x_dim, cfg.hidden, 2 * cfg.latent_dim, activation=cfg.activation)
-    return DiagonalGaussianGuide(encoder, cfg.latent_dim, scale=cfg.scale,
-                                 init_scale=cfg.init_scale or None)  # 0: PyTorch's init
+    encoder = encoder_for(cfg, x_dim=x_dim, num_classes=num_classes, out_dim=2 * cfg.latent_dim)
+    return DiagonalGaussianGuide(encoder, cfg.latent_dim, num_classes=num_classes,
+                                 scale=cfg.scale, init_scale=cfg.init_scale or None)  # 0: PyTorch's

@@ -26,40 +26,23 @@ import copy
 
 import pyro
 import torch
-import pyro.distributions as dist
-from pyro.nn import PyroModule
+from pyro.infer import Trace_ELBO
 from torch import nn
+from tqdm.auto import tqdm
 
 from pyrovae.errors import PyroVAEError
+from pyrovae.guides.amortized import Guide
 
 
 def split_guide(guide):
     """``(features(x, y), posterior_from_features(h))`` of an amortized guide."""
     if hasattr(guide, "features") and hasattr(guide, "posterior_from_features"):
         return guide.features, guide.posterior_from_features
-    from pyrovae.guides.gaussian import DiagonalGaussianGuide
-
-    if isinstance(guide, DiagonalGaussianGuide):
-        def from_features(h):
-            loc, raw = h.split(guide.latent_dim, dim=-1)
-            return dist.Normal(loc, guide._scale(raw)).to_event(1)
-
-        if hasattr(guide, "features"):
-            return guide.features, from_features
-        if getattr(guide, "conditional", False):  # guides/conditional.py
-            from pyrovae.models.cvae import labels_one_hot
-
-            def features(x, y=None):
-                y1 = labels_one_hot(y, guide.num_classes, x.shape[0], who="the local guide")
-                return guide.encoder(x, y1.to(x.device, x.dtype))
-
-            return features, from_features
-        return (lambda x, y=None: guide.encoder(x)), from_features
     raise PyroVAEError(f"a local guide needs an amortized guide with features(x, y) and "
                        f"posterior_from_features(h); {type(guide).__name__} has neither")
 
 
-class LocalGuide(PyroModule):
+class LocalGuide(Guide):
     """``guide(x, y=None)`` with one free parameter vector per row of ``data_x``.
 
     :param amortized: the guide whose family (and starting point) to use; it is copied,
@@ -107,19 +90,6 @@ class LocalGuide(PyroModule):
     def posterior(self, x: torch.Tensor, y: torch.Tensor | None = None):
         return self._from_features(self.phi[self.rows(x, y)])
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None):
-        q = self.posterior(x, y)
-        with pyro.plate("data", x.shape[0]):
-            return pyro.sample("z", q)
-
-    @torch.no_grad()
-    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        q = self.posterior(x, y)
-        try:
-            return q.mean
-        except NotImplementedError:  # a flow: Monte Carlo mean
-            return q.sample((64,)).mean(0)
-
 
 def optimize_local(model, local: LocalGuide, x: torch.Tensor, y: torch.Tensor | None = None, *,
                    steps: int = 1000, lr: float = 1e-2, num_particles: int = 8,
@@ -133,10 +103,6 @@ def optimize_local(model, local: LocalGuide, x: torch.Tensor, y: torch.Tensor | 
 
     :returns: the per-datapoint ELBO estimate after each step.
     """
-    from tqdm.auto import tqdm
-
-    from pyro.infer import Trace_ELBO
-
     if steps < 1 or num_particles < 1:
         raise PyroVAEError(f"steps and num_particles must be >= 1, got {steps}, {num_particles}")
     params = [p for p in local.parameters() if p.requires_grad]

@@ -1,7 +1,9 @@
-"""Model halves p(z) p(x|z) (installed as ``pyrovae.models``)."""
+"""Model halves p(z) p(x|z) (installed as ``pyrovae.models``); importing it registers them.
+The VQ-VAE is a plugin package of its own (``models/vqvae/``)."""
+from pyrovae.models.cvae import CVAE
 from pyrovae.models.priors import (FlowPrior, MixtureOfGaussiansPrior, StandardNormalPrior,
                                    VampPrior)
 from pyrovae.models.vae import VAE
-from pyrovae.models import cvae  # noqa: F401  (registers "cvae")
 
-__all__ = ["VAE", "StandardNormalPrior", "MixtureOfGaussiansPrior", "VampPrior", "FlowPrior"]
+__all__ = ["VAE", "CVAE", "StandardNormalPrior", "MixtureOfGaussiansPrior", "VampPrior",
+           "FlowPrior"]

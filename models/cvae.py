@@ -6,7 +6,7 @@ The classic recipe of Sohn, Lee & Yan, "Learning Structured Output Representatio
 Deep Conditional Generative Models" (NeurIPS 2015) and Kingma et al., "Semi-supervised
 Learning with Deep Generative Models" (NeurIPS 2014, model M2 with y observed): the
 one-hot label is concatenated to the decoder's input (here) and to the encoder's input
-(``guides/conditional.py``), and the prior stays p(z) = N(0, I), independent of y.  With
+(``guides/gaussian.py`` with ``num_classes``), and the prior stays p(z) = N(0, I), independent of y.  With
 the label observed the ELBO bounds log p(x | y), so the evaluator's importance-weighted
 bound on this pair estimates the class-conditional likelihood.
 
@@ -20,21 +20,11 @@ import torch
 from pyro.nn import PyroModule
 from torch import nn
 
-from pyrovae.data import one_hot
+from pyrovae.data import labels_one_hot
 from pyrovae.distributions import IndependentBernoulli
 from pyrovae.errors import PyroVAEError
 from pyrovae.nets import ConditionedMLP, init_output_bias_
 from pyrovae.registry import register
-
-
-def labels_one_hot(y, num_classes: int, batch: int, who: str = "the conditional model"):
-    """``one_hot(y)`` with the errors a user of a conditional pair should see."""
-    if y is None:
-        raise PyroVAEError(f"{who} needs class labels y (one per image, 0..{num_classes - 1}); "
-                           f"pass y, e.g. --label 3 on the command line")
-    if isinstance(y, int) or (isinstance(y, torch.Tensor) and y.dim() == 0):
-        y = torch.full((batch,), int(y), dtype=torch.long)  # one label for the whole batch
-    return one_hot(y, num_classes, batch=batch)
 
 
 class CVAE(PyroModule):
@@ -44,8 +34,6 @@ class CVAE(PyroModule):
         logits ``[..., x_dim]``.
     :param prior: module whose ``forward()`` returns a distribution over ``z``.
     """
-
-    conditional = True  # figures and the CLI ask models this
 
     def __init__(self, decoder: ConditionedMLP, prior: nn.Module):
         super().__init__()
@@ -78,7 +66,7 @@ class CVAE(PyroModule):
         return self.prior().sample((n,))
 
 
-@register("model", "cvae")
+@register("model", "cvae", labels=True)
 def cvae(cfg, *, x_dim: int, num_classes: int, prior: nn.Module):
     if num_classes < 2:
         raise PyroVAEError(f"--model cvae needs a labelled dataset; this one has "
@@ -86,6 +74,3 @@ def cvae(cfg, *, x_dim: int, num_classes: int, prior: nn.Module):
     decoder = ConditionedMLP(cfg.latent_dim, num_classes, cfg.hidden, x_dim,
                              activation=cfg.activation)
     return CVAE(decoder, prior)
-
-
-cvae.conditional = True  # read by guide factories, which are built before the model

@@ -1,19 +1,18 @@
 """Atomic save and safe load of a run's state.
 
-A checkpoint is written to a temporary file in the same directory and renamed over the
-old one (``os.replace`` is atomic on POSIX), so a crash mid-write leaves the previous
-checkpoint intact.  Loading uses ``torch.load(weights_only=True)``: no pickled code runs.
+A checkpoint goes through :func:`pyrovae.files.atomic_write`, so a crash mid-write leaves
+the previous checkpoint intact.  Loading uses ``torch.load(weights_only=True)``: no
+pickled code runs.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from pyrovae.errors import CheckpointError
+from pyrovae.files import atomic_write
 
 FORMAT_VERSION = 1
 
@@ -22,20 +21,7 @@ def save(state: dict[str, Any], path: str | Path) -> None:
     """Write ``state`` (tensors, numbers, strings, nested dicts/lists) atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format_version": FORMAT_VERSION, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp creates 0600; give the checkpoint the permissions a plain open() would
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: torch.save({"format_version": FORMAT_VERSION, **state}, f))
 
 
 def load(path: str | Path, *, map_location="cpu") -> dict[str, Any]:
@@ -54,3 +40,14 @@ def load(path: str | Path, *, map_location="cpu") -> dict[str, Any]:
                               f"{state.get('format_version') if isinstance(state, dict) else '?'}, "
                               f"expected {FORMAT_VERSION})")
     return state
+
+
+def load_into(modules: dict, state: dict, path) -> None:
+    """``module.load_state_dict(state[key])`` for each ``key: module``; a mismatch (another
+    model, other sizes) is a :class:`CheckpointError` naming the file."""
+    try:
+        for key, module in modules.items():
+            module.load_state_dict(state[key])
+    except (KeyError, RuntimeError) as e:
+        raise CheckpointError(f"{path} does not match this run's config.json "
+                              f"({str(e).splitlines()[0][:200]})") from None

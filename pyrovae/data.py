@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from pyrovae.errors import DatasetNotFound, PyroVAEError
+from pyrovae import registry
 from pyrovae.registry import register
 
 ASSET = Path(__file__).parent / "assets" / "mnist_sample.npz"
@@ -134,8 +135,6 @@ def load_dataset(name: str, *, data_dir=None, device="cpu",
     with a CPU generator seeded ``test_seed`` (the same stream as ``torch.manual_seed``),
     done on the CPU so every device sees the same test set.
     """
-    from pyrovae import registry
-
     arrays = registry.get("dataset", name)(data_dir=data_dir)
     train_x = torch.from_numpy(arrays["train_x"].reshape(len(arrays["train_x"]), -1).astype(np.float32) / 255.0)
     test_grey = torch.from_numpy(arrays["test_x"].reshape(len(arrays["test_x"]), -1).astype(np.float32) / 255.0)
@@ -197,3 +196,25 @@ def one_hot(y, num_classes: int, *, batch: int | None = None) -> torch.Tensor:
         raise PyroVAEError(f"labels must lie in 0..{num_classes - 1}; got range "
                            f"[{int(y.min())}, {int(y.max())}]")
     return torch.nn.functional.one_hot(y.long(), num_classes).float()
+
+
+def labels_one_hot(y, num_classes: int, batch: int, who: str = "the conditional model"):
+    """``one_hot(y)`` with the errors a user of a conditional pair should see; an int or a
+    0-d tensor is one label for the whole batch."""
+    if y is None:
+        raise PyroVAEError(f"{who} needs class labels y (one per image, 0..{num_classes - 1}); "
+                           f"pass y, e.g. --label 3 on the command line")
+    if isinstance(y, int) or (isinstance(y, torch.Tensor) and y.dim() == 0):
+        y = torch.full((batch,), int(y), dtype=torch.long)
+    return one_hot(y, num_classes, batch=batch)
+
+
+CLASS_NAMES = {
+    "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
+                      "Shirt", "Sneaker", "Bag", "Ankle boot"],
+}
+
+
+def class_names(dataset: str, num_classes: int = 10) -> list[str]:
+    """Human-readable class names of a dataset (the digits themselves by default)."""
+    return CLASS_NAMES.get(dataset, [str(c) for c in range(num_classes)])

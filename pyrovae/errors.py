@@ -15,3 +15,7 @@ class DatasetNotFound(PyroVAEError, FileNotFoundError):
 
 class CheckpointError(PyroVAEError):
     """A checkpoint is missing, truncated, corrupt or from an incompatible run."""
+
+
+class TrainingDiverged(PyroVAEError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""

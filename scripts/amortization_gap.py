@@ -30,8 +30,7 @@ from pathlib import Path
 
 import torch
 
-from pyrovae.cli import load_run
-from pyrovae.evaluate import elbo_terms, log_likelihood_bound
+from pyrovae import elbo_terms, load_run, log_likelihood_bound
 from pyrovae.guides.local import LocalGuide, optimize_local
 
 

@@ -39,11 +39,8 @@ import torch
 from pyro import poutine
 from pyro.infer.importance import vectorized_importance_weights
 
-from pyrovae.config import ModelConfig, build_pair
-from pyrovae.data import load_dataset
-from pyrovae.evaluate import evaluate
-from pyrovae.models.vae import VAE
-from pyrovae.weights import make_plan
+from pyrovae import ModelConfig, build_pair, evaluate, load_dataset, make_plan
+from pyrovae.models import VAE
 
 
 class PyroBernoulliVAE(VAE):

@@ -9,14 +9,14 @@ Adam lr 1e-3, batch 128.  Reported: the IWAE bound (Burda et al. 2016)
 
     L_K = E[log 1/K sum_k p(x, z_k) / q(z_k | x)],   z_k ~ q(z | x),
 
-mean ± SE over test images, from :func:`pyrovae.evaluate.evaluate`.
+mean ± SE over test images, from :func:`pyrovae.evaluate`.
 
     short (default)  10 epochs, K = 1000 on the first 1,000 test images
     --long           100 epochs, K = 5000 on all 10,000 test images
     --ablation       the short protocol, one seed, for each variant in VARIANTS
 
-Every run is built from ``pyrovae train`` flags through the CLI's own parser, so the
-benchmark measures exactly what ``pyrovae train --model vae`` trains.  Outputs:
+Every run is built from the same config dataclasses whose fields are ``pyrovae train``'s
+flags, so the benchmark measures exactly what ``pyrovae train --model vae`` trains.  Outputs:
 ``results/quality[_long|_ablation].{json,md}`` and one run directory per seed (checkpoint,
 metrics, eval report) under ``--run-root``; ``--resume`` continues an interrupted run.
 
@@ -26,6 +26,7 @@ metrics, eval report) under ``--run-root``; ``--resume`` continues an interrupte
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -37,12 +38,8 @@ from pathlib import Path
 import pyro
 import torch
 
-from pyrovae import cli, eval_report
-from pyrovae.config import build_pair
-from pyrovae.data import load_dataset
-from pyrovae.errors import PyroVAEError
-from pyrovae.evaluate import evaluate
-from pyrovae.train import fit
+from pyrovae import (ModelConfig, PyroVAEError, RunConfig, TrainConfig, build_pair, evaluate,
+                     fit, load_dataset, prepare_run_dir, write_report)
 
 PROTOCOLS = {  # name: (epochs, test images (None = all), K)
     "short": (10, 1000, 1000),
@@ -60,36 +57,39 @@ def _init_weights(init_weight):
     return hook
 
 
-# slug -> (description, `pyrovae train` flags changed from the defaults, init hook applied
-# after build_pair); each variant differs from the default in one choice
+# slug -> (description, config fields changed from the defaults (the same fields the
+# `pyrovae train` flags set), init hook applied after build_pair); each variant differs
+# from the default in one choice
 VARIANTS = {
     "default": ("CLI defaults: relu, sigma = exp(raw/2) starting at 0.1, decoder output "
-                "bias = logit(mean training pixel), Trace_ELBO", [], None),
-    "softplus-units": ("hidden activation softplus", ["--activation", "softplus"], None),
-    "tanh-units": ("hidden activation tanh", ["--activation", "tanh"], None),
-    "elu-units": ("hidden activation elu", ["--activation", "elu"], None),
-    "softplus-scale": ("sigma = softplus(raw) + 1e-5", ["--scale", "softplus"], None),
+                "bias = logit(mean training pixel), Trace_ELBO", {}, None),
+    "softplus-units": ("hidden activation softplus", {"activation": "softplus"}, None),
+    "tanh-units": ("hidden activation tanh", {"activation": "tanh"}, None),
+    "elu-units": ("hidden activation elu", {"activation": "elu"}, None),
+    "softplus-scale": ("sigma = softplus(raw) + 1e-5", {"scale": "softplus"}, None),
     "sigma-init-off": ("guide sigma starts at ~1 (PyTorch's init) instead of 0.1",
-                       ["--init-scale", "0"], None),
-    "xavier-init": ("Glorot-uniform weights instead of PyTorch's", [],
+                       {"init_scale": 0.0}, None),
+    "xavier-init": ("Glorot-uniform weights instead of PyTorch's", {},
                     _init_weights(torch.nn.init.xavier_uniform_)),
-    "kaiming-init": ("He-uniform (relu gain) weights instead of PyTorch's", [],
+    "kaiming-init": ("He-uniform (relu gain) weights instead of PyTorch's", {},
                      _init_weights(lambda w: torch.nn.init.kaiming_uniform_(
                          w, nonlinearity="relu"))),
     "no-data-output-bias": ("decoder output bias from PyTorch's init, not logit(mean pixel)",
-                            ["--output-bias", "default"], None),
+                            {"output_bias": "default"}, None),
     "meanfield": ("analytic KL: objective meanfield (TraceMeanField_ELBO)",
-                  ["--objective", "meanfield"], None),
+                  {"objective": "meanfield"}, None),
 }
 
 
-def run_config(flags: list[str], *, dataset: str, data_dir, seed: int, epochs: int):
-    """The RunConfig ``pyrovae train`` would build from these flags."""
-    argv = ["train", "--model", "vae", "--dataset", dataset, "--seed", str(seed),
-            "--epochs", str(epochs), "--device", "cpu", *flags]
-    if data_dir:
-        argv += ["--data-dir", str(data_dir)]
-    return cli.run_config_from_args(cli.build_parser().parse_args(argv))
+def run_config(changes: dict, *, dataset: str, data_dir, seed: int, epochs: int):
+    """The RunConfig of ``pyrovae train --dataset D --seed S --epochs E --device cpu`` with
+    the fields in ``changes`` set (model or training fields, by name)."""
+    model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    return RunConfig(dataset=dataset, data_dir=str(data_dir) if data_dir else None,
+                     model=ModelConfig(**{k: v for k, v in changes.items() if k in model_fields}),
+                     train=TrainConfig(seed=seed, epochs=epochs, device="cpu",
+                                       **{k: v for k, v in changes.items()
+                                          if k not in model_fields}))
 
 
 def run_one(cfg, data, *, init_hook, num_test, num_particles: int, run_dir: Path,
@@ -114,7 +114,7 @@ def run_one(cfg, data, *, init_hook, num_test, num_particles: int, run_dir: Path
     config_path = run_dir / "config.json"  # never resume a run built from another config
     resume = (resume and (run_dir / "checkpoint.pt").is_file() and config_path.is_file()
               and config_path.read_text() == cfg.to_json())
-    run_dir = cli.prepare_run_dir(run_dir, resume=resume, overwrite=not resume)
+    run_dir = prepare_run_dir(run_dir, resume=resume, overwrite=not resume)
     (run_dir / "config.json").write_text(cfg.to_json())
     t0 = time.perf_counter()
     history = fit(model, guide, data, cfg.train, run_dir=run_dir, config_json=cfg.to_json(),
@@ -126,7 +126,7 @@ def run_one(cfg, data, *, init_hook, num_test, num_particles: int, run_dir: Path
     report = evaluate(model, guide, x, y, num_particles=(1, num_particles), progress=progress)
     eval_wall = time.perf_counter() - t0
     report.update(run=str(run_dir), dataset=cfg.dataset)
-    eval_report.write_report(report, run_dir)
+    write_report(report, run_dir)
     bounds = {r["K"]: r for r in report["bounds"]}
     row = {
         "key": key, "seed": seed, "run_dir": str(run_dir), "config": cfg.to_dict(),
@@ -246,9 +246,9 @@ def main(argv=None) -> int:
         data = load_dataset(args.dataset, data_dir=args.data_dir, device="cpu")
         runs: dict[str, list[dict]] = {}
         for slug in slugs:
-            _, flags, hook = VARIANTS[slug]
+            _, changes, hook = VARIANTS[slug]
             for seed in seeds:
-                cfg = run_config(flags, dataset=args.dataset, data_dir=args.data_dir,
+                cfg = run_config(changes, dataset=args.dataset, data_dir=args.data_dir,
                                  seed=seed, epochs=epochs)
                 run_dir = Path(args.run_root) / f"{args.dataset}-e{epochs}-{slug}-seed{seed}"
                 print(f"[{slug}] seed {seed}: {epochs} epochs, then IWAE-{k} -> {run_dir}",

@@ -8,7 +8,7 @@ on the same data, one training step of
       (what a torch user writes), the same optimizer (it lives only here); and (a') the
       same with the Bernoulli code the registry's VAE uses, so that b/a' is the cost of
       Pyro's machinery alone;
-  (b) ``pyrovae`` -- :class:`pyrovae.step.TrainStep`, the very object ``fit`` calls each
+  (b) ``pyrovae`` -- :class:`pyrovae.TrainStep`, the very object ``fit`` calls each
       step: the registry's pair, ``make_objective("elbo")``, loss from Pyro's traces;
       and (b') the same with ``--engine jit`` (the loss traced once per batch shape);
   (c) ``pyro-idiom`` -- the common Pyro recipe (Pyro's VAE example): ``pyro.module`` in
@@ -44,12 +44,8 @@ from pyro.infer import SVI, Trace_ELBO
 from torch import nn
 from tqdm.auto import tqdm
 
-from pyrovae.config import ModelConfig, build_pair
-from pyrovae.data import load_dataset
-from pyrovae.distributions import bernoulli_log_prob
-from pyrovae.objectives import make_objective
-from pyrovae.step import PairLoss, TrainStep, make_optimizer
-from pyrovae.train import resolve_device
+from pyrovae import (ModelConfig, PairLoss, TrainStep, bernoulli_log_prob, build_pair,
+                     load_dataset, make_objective, make_optimizer, resolve_device)
 
 LOG_2PI = 1.8378770664093453
 

@@ -1,11 +1,11 @@
 """β-VAE sweep: the same VAE trained at several β, every model scored at β = 1.
 
 β scales the KL term through an effect handler over the unchanged Pyro ELBO
-(``pyrovae.handlers.scale_latents``; Higgins et al., "β-VAE", ICLR 2017):
+(``pyrovae.scale_latents``; Higgins et al., "β-VAE", ICLR 2017):
 
     L_β = E_q[log p(x | z)] - β KL(q(z | x) || p(z)).
 
-For each β the test set gets one evaluation by :func:`pyrovae.evaluate.evaluate`
+For each β the test set gets one evaluation by :func:`pyrovae.evaluate`
 (importance-weighted, always at β = 1): reconstruction E_q[log p(x | z)], KL, active
 units (Burda et al. 2016: Cov_x E_q[z_u | x] > 0.01), the ELBO and the IWAE bound L_K.
 Expected: as β grows, KL and active units fall, reconstruction worsens, and the β = 1
@@ -29,11 +29,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from pyrovae import latent_plots  # noqa: E402
-from pyrovae.config import ModelConfig, RunConfig, TrainConfig, build_pair  # noqa: E402
-from pyrovae.data import load_dataset  # noqa: E402
-from pyrovae.evaluate import evaluate  # noqa: E402
-from pyrovae.train import fit  # noqa: E402
+import pyrovae  # noqa: E402
+from pyrovae import (ModelConfig, RunConfig, TrainConfig, build_pair, evaluate,  # noqa: E402
+                     fit, load_dataset)
 
 
 def parse_args(argv=None):
@@ -74,15 +72,15 @@ def run_one(beta: float, data, args) -> dict:
     report = evaluate(model, guide, data.test_x, num_particles=(1, args.eval_k),
                       progress=not args.no_progress)
     (run_dir / "eval.json").write_text(json.dumps(report, indent=2))
-    fig = latent_plots.plot_traversal(
+    fig = pyrovae.plot_traversal(
         model, guide, data.test_x, Path(args.out) / f"traversal_beta{beta:g}.png",
         index=args.index, title=f"β = {beta:g}: traversal of test digit #{args.index} "
                                 f"(rows by KL; grey = inactive)")
     elbo, iwae = report["bounds"][0], report["bounds"][-1]
     # the traversal greys units by the guide's exact mean; the evaluator averages K draws
     # (its Cov_x estimate carries an extra Var_q / K), so the two counts may differ
-    exact = int((latent_plots.activity(latent_plots.posterior_means(guide, data.test_x))
-                 > latent_plots.INACTIVE).sum())
+    exact = int((pyrovae.activity(pyrovae.posterior_means(guide, data.test_x))
+                 > pyrovae.INACTIVE).sum())
     return {"beta": beta, "recon": report["recon"]["mean"], "kl": report["kl"]["mean"],
             "active_units": report["active_units"]["z"]["active"],
             "active_units_exact_mean": exact,

@@ -1,7 +1,7 @@
 """Compare inference objectives: same architecture, data, seed and epochs; one evaluator.
 
-Each objective (``pyrovae.objectives``) trains the same VAE with :func:`pyrovae.train.fit`;
-every trained pair is then scored by the same test bound, :func:`pyrovae.evaluate.evaluate`
+Each objective (``pyrovae.make_objective``) trains the same VAE with :func:`pyrovae.fit`;
+every trained pair is then scored by the same test bound, :func:`pyrovae.evaluate`
 with ``K = --eval-k`` particles, whatever it was trained with.  Reported per objective:
 test ELBO and IWAE_K (± SE over test datapoints), active units, PSIS k̂ of the K weights,
 wall time per epoch, and the signal-to-noise ratio of its own gradient estimator,
@@ -38,11 +38,8 @@ from pathlib import Path
 import pyro
 import torch
 
-from pyrovae.config import ModelConfig, TrainConfig, build_pair
-from pyrovae.data import load_dataset
-from pyrovae.evaluate import evaluate, log_likelihood_bound
-from pyrovae.objectives import make_objective
-from pyrovae.train import fit
+from pyrovae import (ModelConfig, TrainConfig, build_pair, evaluate, fit, load_dataset,
+                     log_likelihood_bound, make_objective)
 
 
 def parse_args(argv=None):

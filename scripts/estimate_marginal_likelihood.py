@@ -2,7 +2,7 @@
 
     L_K = E[log 1/K Σ_k p(x, z_k) / q(z_k | x)],   z_k ~ q(z | x)      (Burda et al. 2016)
 
-rises with K towards log p(x).  ``pyrovae.evaluate.evaluate`` needs nothing but the
+rises with K towards log p(x).  ``pyrovae.evaluate`` needs nothing but the
 model/guide contract, so the same call scores a trained pyrovae run and the toy pair
 written below in a dozen lines of plain Pyro.
 
@@ -26,9 +26,8 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from pyrovae import eval_report
-from pyrovae.errors import PyroVAEError
-from pyrovae.evaluate import evaluate, particle_ladder
+from pyrovae import (PyroVAEError, evaluate, load_run, markdown_table, particle_ladder,
+                     write_report)
 
 
 def toy_pair(*, x_dim: int = 10, noise: float = 0.5, corr: float = 0.9, seed: int = 0):
@@ -84,8 +83,6 @@ def main(argv=None) -> int:
                                    "value": float(marginal.log_prob(x).mean())}
             out = Path(args.out or "results/toy_marginal_likelihood")
         else:
-            from pyrovae.cli import load_run
-
             run = load_run(args.run, device=args.device)
             x, y = run.data.test_x, run.data.test_y
             if args.limit:
@@ -97,8 +94,8 @@ def main(argv=None) -> int:
     except PyroVAEError as e:
         print(f"estimate_marginal_likelihood: error: {e}", file=sys.stderr)
         return 2
-    print(eval_report.markdown_table(report))
-    paths = eval_report.write_report(report, out)
+    print(markdown_table(report))
+    paths = write_report(report, out)
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 

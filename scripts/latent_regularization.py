@@ -28,11 +28,9 @@ from pathlib import Path
 
 import torch
 
-from pyrovae import latent_plots
-from pyrovae.config import ModelConfig, RunConfig, TrainConfig, build_pair
-from pyrovae.data import load_dataset
-from pyrovae.handlers import scale_observed
-from pyrovae.train import fit
+import pyrovae
+from pyrovae import (ModelConfig, RunConfig, TrainConfig, build_pair, fit, load_dataset,
+                     scale_observed)
 
 VARIANTS = [  # (name, title, beta, extra training handlers)
     ("recon_only", "reconstruction only (β = 0)", 0.0, lambda: (), ),
@@ -81,20 +79,20 @@ def main(argv=None) -> int:
     panels, rows, full = [], [], None
     for name, title, beta, handlers in VARIANTS:
         model, guide, last = train_variant(name, beta, handlers(), data, args)
-        z = latent_plots.posterior_means(guide, data.test_x)
+        z = pyrovae.posterior_means(guide, data.test_x)
         panels.append((title, z, data.test_y))
         rows.append({"variant": name, "title": title, "test_elbo": last["test_elbo"],
                      "test_recon": last["test_recon"], "test_kl": last["test_kl"],
                      "mean_abs_z": float(z.abs().mean()),
-                     "active_units": int((latent_plots.activity(z) > 0.01).sum())})
+                     "active_units": int((pyrovae.activity(z) > 0.01).sum())})
         if name == "elbo":
             full = model
-    names = latent_plots.class_names(args.dataset, data.num_classes)
-    fig = latent_plots.plot_latent_scatter(
+    names = pyrovae.class_names(args.dataset, data.num_classes)
+    fig = pyrovae.plot_latent_scatter(
         panels, out / "latent_regularization.png", names=names,
         title=f"test-set posterior means E_q[z | x], 2-D latent, {args.dataset}, "
               f"{args.epochs} epochs")
-    manifold = latent_plots.plot_manifold(full, out / "manifold_2d.png", n=20,
+    manifold = pyrovae.plot_manifold(full, out / "manifold_2d.png", n=20,
                                           x_dim=data.x_dim)
     (out / "latent_regularization.json").write_text(json.dumps(
         {"dataset": args.dataset, "epochs": args.epochs, "hidden": args.hidden,

@@ -1,9 +1,9 @@
 """Swap priors and guides: every prior x every guide, same data, budget, seed and evaluator.
 
 Each pair is built from names (``ModelConfig(prior=..., guide=...)``), trained by
-:func:`pyrovae.train.fit` into a run directory ``OUT/<prior>-<guide>/`` (loadable with
-``pyrovae.cli.load_run``, reusable by ``scripts/amortization_gap.py``), then scored by
-one test bound, :func:`pyrovae.evaluate.evaluate` with K = ``--eval-k`` particles.
+:func:`pyrovae.fit` into a run directory ``OUT/<prior>-<guide>/`` (loadable with
+``pyrovae.load_run``, reusable by ``scripts/amortization_gap.py``), then scored by
+one test bound, :func:`pyrovae.evaluate` with K = ``--eval-k`` particles.
 Reported per pair: test ELBO and IWAE_K (± SE over test images), the gap IWAE_K − ELBO
 (paired SE), IWAE_K minus the same guide's standard-prior IWAE_K (paired SE over the
 same images, from a second per-image pass), active units, PSIS k̂, training seconds.
@@ -31,11 +31,8 @@ from pathlib import Path
 
 import torch
 
-from pyrovae import registry
-from pyrovae.config import ModelConfig, RunConfig, TrainConfig, build_pair
-from pyrovae.data import load_dataset
-from pyrovae.evaluate import evaluate, log_likelihood_bound
-from pyrovae.train import fit
+from pyrovae import (ModelConfig, RunConfig, TrainConfig, build_pair, evaluate, fit,
+                     load_dataset, log_likelihood_bound, registry)
 
 
 def parse_args(argv=None):

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from pyrovae.plots import save_image_grid
-from pyrovae.vqvae_run import load_vq_run
+from pyrovae import tile_images
+from pyrovae.models.vqvae import load_vq_run
 
 
 def main(argv=None) -> None:
@@ -51,8 +51,8 @@ def main(argv=None) -> None:
                      f"{report['kl']['mean']:.2f} | {report['codebook']['perplexity']:.1f} | "
                      f"{run_dir} |")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    save_image_grid(torch.cat(rows), args.out, nrow=args.n, row_labels=labels, scale=0.7,
-                    title="VQ-VAE codebook size K: test images, reconstructions (rec), prior samples (gen)")
+    tile_images(torch.cat(rows), args.out, per_row=args.n, row_labels=labels, tile=0.5,
+                title="VQ-VAE codebook size K: test images, reconstructions (rec), prior samples (gen)")
     print("| codes K | bound (nats) | log p(x\\|z_q) | rate −log p(k) | perplexity | run |")
     print("|---:|---:|---:|---:|---:|---|")
     print("\n".join(table))

@@ -8,14 +8,15 @@ import torch
 from pyro import poutine
 from pyro.infer import Trace_ELBO
 
-from pyrovae.config import ModelConfig, TrainConfig, build_pair
+from pyrovae.build import build_pair
+from pyrovae.config import ModelConfig, TrainConfig
 from pyrovae.data import ImageData
-from pyrovae.evaluate import elbo_terms, log_likelihood_bound
+from pyrovae.evaluation.bounds import elbo_terms, log_likelihood_bound
 from pyrovae.guides import FullCovarianceGuide, IAFGuide, LocalGuide
 from pyrovae.guides.fullcov import BroadcastMultivariateNormal, num_features
 from pyrovae.guides.local import optimize_local
 from pyrovae.nets import MLP
-from pyrovae.train import fit
+from pyrovae.train.fit import fit
 
 
 def test_fullcov_scale_tril_is_valid_even_for_extreme_encoder_outputs():

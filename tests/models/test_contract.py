@@ -5,11 +5,12 @@ from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
 from pyrovae import registry
-from pyrovae.config import ModelConfig, build_pair
+from pyrovae.build import build_pair
+from pyrovae.config import ModelConfig
 
 
 def pyro_models():
-    return [m for m in registry.names("model") if not hasattr(registry.get("model", m), "cli_train")]
+    return registry.names("model")
 
 
 def amortized_guides():

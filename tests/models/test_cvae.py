@@ -4,11 +4,12 @@ import pytest
 import torch
 
 from pyrovae.cli import main
-from pyrovae.config import ModelConfig, TrainConfig, build_pair
+from pyrovae.build import build_pair
+from pyrovae.config import ModelConfig, TrainConfig
 from pyrovae.errors import PyroVAEError
-from pyrovae.evaluate import log_likelihood_bound
-from pyrovae.guides.conditional import ConditionalGaussianGuide
-from pyrovae.latent_plots import decode, prior_draws
+from pyrovae.evaluation.bounds import log_likelihood_bound
+from pyrovae.guides.gaussian import DiagonalGaussianGuide
+from pyrovae.plots.readers import decode, prior_draws
 from pyrovae.models.cvae import CVAE
 
 
@@ -19,7 +20,7 @@ def cvae_pair(latent_dim=4, hidden=32):
 
 def test_default_guide_of_a_cvae_reads_the_label():
     model, guide = cvae_pair()
-    assert isinstance(model, CVAE) and isinstance(guide, ConditionalGaussianGuide)
+    assert isinstance(model, CVAE) and isinstance(guide, DiagonalGaussianGuide) and guide.conditional
     x = torch.bernoulli(torch.full((6, 784), 0.3))
     a = guide.posterior(x, torch.zeros(6, dtype=torch.long)).mean
     b = guide.posterior(x, torch.ones(6, dtype=torch.long)).mean
@@ -46,7 +47,7 @@ def test_bad_labels_are_clear_errors(y, message):
 
 @pytest.fixture(scope="module")
 def trained(sample_data):
-    from pyrovae.train import fit
+    from pyrovae.train.fit import fit
 
     torch.manual_seed(0)
     # a small z leaves the class to y: with a wide z a briefly trained CVAE decoder still

@@ -9,15 +9,16 @@ import torch
 from pyro import poutine
 
 from pyrovae import registry
-from pyrovae.config import ModelConfig, TrainConfig, build_pair
+from pyrovae.build import build_pair
+from pyrovae.config import ModelConfig, TrainConfig
 from pyrovae.data import ImageData
-from pyrovae.evaluate import log_likelihood_bound
+from pyrovae.evaluation.bounds import log_likelihood_bound
 from pyrovae.guides import DiagonalGaussianGuide, FullCovarianceGuide
 from pyrovae.guides.fullcov import num_features
 from pyrovae.models.priors import (FlowPrior, GaussianMixture, MixtureOfGaussiansPrior,
                                    StandardNormalPrior, VampPrior)
 from pyrovae.nets import MLP
-from pyrovae.train import fit
+from pyrovae.train.fit import fit
 
 
 def _jitter(module, scale=0.3):

@@ -25,7 +25,7 @@ def toy(tmp_path, *extra):
 def test_protocol_uses_the_cli_defaults(bench):
     from pyrovae.config import ModelConfig, TrainConfig
 
-    cfg = bench.run_config([], dataset="fashion-mnist", data_dir="/d", seed=3, epochs=10)
+    cfg = bench.run_config({}, dataset="fashion-mnist", data_dir="/d", seed=3, epochs=10)
     assert cfg.model == ModelConfig()
     assert cfg.train == TrainConfig(seed=3, epochs=10, device="cpu")
     assert cfg.train.objective == "elbo" and cfg.train.batch_size == 128 and cfg.train.lr == 1e-3

@@ -1,0 +1,149 @@
+"""Diagnostics of importance weights and the evaluation report: eval.json, eval.md, k_curve.png.
+
+- PSIS k̂ per datapoint (Vehtari, Simpson, Gelman, Yao & Gabry, "Pareto smoothed
+  importance sampling", JMLR 2024, via ``arviz.psislw``): k̂ < 0.5 good, k̂ > 0.7 the
+  bound for that datapoint is unreliable at this K.
+- Normalized effective sample size ``ESS / K = (Σ_k w_k)² / (K Σ_k w_k²)``.
+- Active units (Burda et al. 2016): latent dim i is active when ``Cov_x(E_q[z_i | x]) > 0.01``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+
+import torch
+
+from pyrovae.files import atomic_write
+from pyrovae.plots.run import plot_k_curve
+
+LN2 = math.log(2.0)
+
+
+def _psis_khat(log_w: torch.Tensor) -> torch.Tensor:
+    """k̂ per datapoint of ``log_w[K, batch]``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # arviz's refactor notice and small-K warnings
+        import arviz
+
+        _, khat = arviz.psislw(log_w.T.double().cpu().numpy())
+    return torch.as_tensor(khat, dtype=torch.float64).reshape(-1)
+
+
+def normalized_ess(log_w: torch.Tensor) -> torch.Tensor:
+    """``(Σw)² / (K Σw²)`` per datapoint of ``log_w[K, batch]``, in (0, 1]."""
+    w = torch.softmax(log_w.double(), dim=0)
+    return 1.0 / (w.square().sum(0) * log_w.shape[0])
+
+
+class Stats:
+    """Per-datapoint diagnostics gathered batch by batch."""
+
+    def __init__(self):
+        self.khat, self.ess, self.recon = [], [], []
+        self.kl, self.z_mean, self.z_noise = {}, {}, {}
+
+    def add(self, log_w, *, recon, kl: dict, z_mean: dict, z_noise: dict | None = None) -> None:
+        """One batch: ``log_w[K, batch]``; ``recon`` and each ``kl[site]`` ``[batch]``;
+        ``z_mean[site]`` ``[batch, dims]`` estimates of E_q[z | x], with ``z_noise[site]``
+        their Monte Carlo variances (None: exact means)."""
+        if log_w.shape[0] >= 2:
+            self.khat.append(_psis_khat(log_w))
+        self.ess.append(normalized_ess(log_w).cpu())
+        self.recon.append(recon.double().cpu())
+        for name, v in kl.items():
+            self.kl.setdefault(name, []).append(v.double().cpu())
+        for name, v in z_mean.items():
+            self.z_mean.setdefault(name, []).append(v.double().cpu())
+            noise = torch.zeros_like(v) if z_noise is None else z_noise[name]
+            self.z_noise.setdefault(name, []).append(noise.double().cpu())
+
+
+def _mean_se(v: torch.Tensor) -> dict:
+    n = v.numel()
+    se = float(v.std() / math.sqrt(n)) if n > 1 else float("nan")
+    return {"mean": float(v.mean()), "se": se}
+
+
+def make_report(bounds: dict, stats: Stats, *, x_dim: int, threshold: float,
+                seconds: float, batch_size: int) -> dict:
+    """Assemble the JSON-ready report from per-datapoint bounds ``{K: tensor[N]}``."""
+    ks = sorted(bounds)
+    base = bounds[ks[0]]
+    rows = []
+    for k in ks:
+        row = {"K": k, **_mean_se(bounds[k])}
+        row["bits_per_dim"] = -row["mean"] / (x_dim * LN2)
+        row["bits_per_dim_se"] = row["se"] / (x_dim * LN2)
+        gain = _mean_se(bounds[k] - base)  # paired: same datapoints, much smaller SE
+        row["gain"], row["gain_se"] = gain["mean"], gain["se"]
+        rows.append(row)
+    report = {"num_datapoints": base.numel(), "x_dim": x_dim, "num_particles": ks,
+              "bounds": rows, "seconds": seconds, "batch_size": batch_size}
+    ess = torch.cat(stats.ess)
+    report["ess"] = {"K": ks[-1], "normalized_median": float(ess.median()),
+                     "normalized_mean": float(ess.mean()), "normalized_min": float(ess.min())}
+    if stats.khat:
+        khat = torch.cat(stats.khat)
+        report["psis"] = {"K": ks[-1], "khat_median": float(khat.median()),
+                          "khat_max": float(khat.max()),
+                          "frac_above_0.5": float((khat > 0.5).double().mean()),
+                          "frac_above_0.7": float((khat > 0.7).double().mean())}
+    report["recon"] = _mean_se(torch.cat(stats.recon))
+    kl = {name: torch.cat(v) for name, v in stats.kl.items()}
+    report["kl_per_site"] = {name: _mean_se(v) for name, v in kl.items()}
+    if kl:
+        report["kl"] = _mean_se(sum(kl.values()))
+    report["active_units"] = {}
+    for name, parts in stats.z_mean.items():
+        z = torch.cat(parts)  # [N, dims]: E_q[z | x] per datapoint
+        if z.shape[0] > 1:
+            # Var_x of a noisy mean = Var_x(E_q[z|x]) + E_x[its Monte Carlo variance]
+            var = z.var(dim=0) - torch.cat(stats.z_noise[name]).mean(0)
+            report["active_units"][name] = {"active": int((var > threshold).sum()),
+                                            "dims": z.shape[1], "threshold": threshold}
+    return report
+
+
+def markdown_table(report: dict) -> str:
+    """The K table and the diagnostics as Markdown."""
+    n, d = report["num_datapoints"], report["x_dim"]
+    lines = [f"Test log-likelihood bounds over {n} datapoints (nats per datapoint; "
+             f"bits/dim over {d} dims; ± one standard error over datapoints).", "",
+             "| K | L_K (nats) | ± SE | bits/dim | L_K − L_1 |",
+             "|---:|---:|---:|---:|---:|"]
+    for r in report["bounds"]:
+        lines.append(f"| {r['K']} | {r['mean']:.3f} | {r['se']:.3f} | {r['bits_per_dim']:.4f} "
+                     f"| {r['gain']:.3f} ± {r['gain_se']:.3f} |")
+    lines.append("")
+    if "psis" in report:
+        p = report["psis"]
+        lines.append(f"- PSIS k̂ at K={p['K']}: median {p['khat_median']:.3f}, max "
+                     f"{p['khat_max']:.3f}, {100 * p['frac_above_0.7']:.1f}% of datapoints "
+                     f"above 0.7 ({100 * p['frac_above_0.5']:.1f}% above 0.5)")
+    e = report["ess"]
+    lines.append(f"- normalized ESS at K={e['K']}: median {e['normalized_median']:.4f}, "
+                 f"mean {e['normalized_mean']:.4f}")
+    r = report["recon"]
+    lines.append(f"- E_q[log p(x|z)] = {r['mean']:.3f} ± {r['se']:.3f}")
+    for name, kl in report["kl_per_site"].items():
+        lines.append(f"- KL(q || p) at site `{name}`: {kl['mean']:.3f} ± {kl['se']:.3f} nats")
+    for name, a in report["active_units"].items():
+        lines.append(f"- active units of `{name}`: {a['active']} / {a['dims']} "
+                     f"(Cov_x E_q[z_i|x] > {a['threshold']})")
+    if "reference" in report:
+        ref = report["reference"]
+        lines.append(f"- {ref.get('label', 'reference')}: {ref['value']:.3f}")
+    lines.append(f"- {report['seconds']:.1f} s for {n} datapoints")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict, run_dir, *, note: str = "") -> list[Path]:
+    """Write ``eval.json``, ``eval.md`` (the table, then ``note``) and ``k_curve.png``."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(run_dir / "eval.json", json.dumps(report, indent=2) + "\n")
+    atomic_write(run_dir / "eval.md", "# Evaluation\n\n" + markdown_table(report) + note)
+    return [run_dir / "eval.json", run_dir / "eval.md",
+            plot_k_curve(report, run_dir / "k_curve.png")]

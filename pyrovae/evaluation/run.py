@@ -1,0 +1,30 @@
+"""Evaluate a trained run directory on its test set and write eval.json / eval.md there."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pyrovae.evaluation import report as eval_report
+from pyrovae.evaluation.bounds import evaluate
+from pyrovae.errors import PyroVAEError
+from pyrovae.runs import load_run
+
+
+def evaluate_run(run_dir, *, num_particles: Sequence[int] = (1, 10, 100, 1000, 5000),
+                 limit: int | None = None, batch_size: int = 32, device: str = "auto",
+                 progress: bool = True) -> dict:
+    """:func:`~pyrovae.evaluation.bounds.evaluate` on a run's test set (the first ``limit``
+    datapoints); the report is written into the run and returned."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise PyroVAEError(f"limit must be a positive integer, got {limit!r}")
+    run = load_run(run_dir, device=device)
+    x, y = run.data.test_x, run.data.test_y
+    if limit is not None:
+        x, y = x[:limit], y[:limit]
+    report = evaluate(run.model, run.guide, x, y, num_particles=num_particles,
+                      batch_size=batch_size, progress=progress)
+    report["run"] = str(run_dir)
+    report["dataset"] = run.config.dataset
+    paths = eval_report.write_report(report, run.dir)
+    print(eval_report.markdown_table(report))
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return report

@@ -1,0 +1,196 @@
+"""One training step -- the hot path of :func:`pyrovae.train.fit.fit` -- and what keeps it cheap.
+
+A step is stochastic variational inference as ``pyro.infer.SVI.step`` does it: the loss
+``objective.differentiable_loss(model, guide, x, y)`` comes from Pyro's traces of the pair
+(under the β handler), then backward and one Adam update.  What it leaves out is
+bookkeeping that costs time on every step and buys nothing when the loss is
+differentiated with autograd (measured in ``scripts/benchmark_training.py``):
+
+* **host synchronisation**: Pyro's ``Trace_ELBO.differentiable_loss`` turns every site's
+  log-density into a Python float (``torch_item``) to report the ELBO's value, i.e. one
+  device->host copy per site per step -- on a GPU that stalls the queue four times a
+  step.  :class:`SyncFreeTrace_ELBO` is the same estimator with the value kept on device.
+* **PyroModule's per-call bookkeeping**: calling a ``PyroModule`` opens its parameter
+  scope, and every attribute access to a plain ``nn.Module`` inside it then emits one
+  ``pyro.param`` message per parameter through the effect-handler stack, only so that
+  handlers of ``param`` sites could see them.  No such handler exists in a
+  ``differentiable_loss`` step, so :class:`PairLoss` calls ``forward`` directly whenever
+  the module tree has no ``PyroSample`` attribute (the only feature that needs the scope).
+* **an idle handler**: the β handler is entered only when β != 1 (or extra handlers are
+  given).
+
+Opt-in (``engine="jit"``): the loss module is traced with ``torch.jit.trace`` once per
+batch shape and β -- Pyro's own ``JitTrace_ELBO`` idea, here with module-local
+parameters.  Pyro's handlers then run once at trace time instead of every step, which
+removes most of the remaining Python overhead; each step replays the recorded graph,
+with fresh noise from the same random streams.  Only for pairs whose structure does not
+depend on the data's values (no Python branching on tensors), one process.
+"""
+from __future__ import annotations
+
+import contextlib
+import warnings
+
+import torch
+from pyro.distributions.util import is_identically_zero
+from pyro.infer import Trace_ELBO
+from pyro.infer.elbo import ELBOModule
+from pyro.nn import PyroModule
+
+from pyrovae.errors import PyroVAEError
+from pyrovae.infer.handlers import ScaleSitesMessenger
+
+ENGINES = ("eager", "jit")
+MAX_TRACES = 4  # batch shapes x β values; beyond this β is being annealed: stay eager
+
+
+class SyncFreeTrace_ELBO(Trace_ELBO):
+    """``Trace_ELBO`` whose ``differentiable_loss`` never leaves the device.
+
+        loss = -(1/K) sum_k [log p(x, z_k) - log q(z_k | x)],   z_k ~ q reparameterized
+
+    Value and gradient equal Pyro's (Kingma & Welling 2014; Ranganath et al. 2014) -- the
+    surrogate is built from the same ``score_parts``; a particle with a non-reparameterized
+    guide site falls back to Pyro's own Rao-Blackwellized surrogate (which syncs).
+    """
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        loss = 0.0
+        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+            particle = _reparameterized_loss(model_trace, guide_trace)
+            if particle is None:
+                value, surrogate = self._differentiable_loss_particle(model_trace, guide_trace)
+                particle = value + (surrogate - surrogate.detach())
+            loss = loss + particle / self.num_particles
+        return loss
+
+
+def _reparameterized_loss(model_trace, guide_trace):
+    """-(ELBO) with the surrogate's gradient, or None if a guide site needs a score function."""
+    log_p = sum(s["log_prob_sum"] for s in model_trace.nodes.values() if s["type"] == "sample")
+    log_q = surrogate_log_q = 0.0
+    for site in guide_trace.nodes.values():
+        if site["type"] != "sample":
+            continue
+        log_prob, score_function, entropy_term = site["score_parts"]
+        if not is_identically_zero(score_function):
+            return None
+        log_q = log_q + site["log_prob_sum"]
+        # Pyro's surrogate uses the entropy term; for torch distributions it *is* log_prob
+        # unless a scale (β) was applied to each part separately
+        if entropy_term is log_prob:
+            surrogate_log_q = surrogate_log_q + site["log_prob_sum"]
+        elif not is_identically_zero(entropy_term):
+            surrogate_log_q = surrogate_log_q + entropy_term.sum()
+    value = log_q - log_p
+    if surrogate_log_q is log_q:
+        return value
+    surrogate = surrogate_log_q - log_p
+    return value.detach() + (surrogate - surrogate.detach())
+
+
+def lean_objective(objective):
+    """The sync-free twin of a plain ``Trace_ELBO`` (same settings); anything else as is."""
+    if type(objective) is not Trace_ELBO:
+        return objective
+    twin = SyncFreeTrace_ELBO.__new__(SyncFreeTrace_ELBO)
+    twin.__dict__.update(objective.__dict__)
+    return twin
+
+
+def _direct(module):
+    """``module.forward`` where skipping ``PyroModule.__call__`` changes nothing but speed."""
+    if not isinstance(module, PyroModule) or module._forward_hooks or module._forward_pre_hooks:
+        return module
+    if any(isinstance(m, PyroModule) and m._pyro_samples for m in module.modules()):
+        return module  # PyroSample attributes are cached per call: they need the scope
+    return module.forward
+
+
+class PairLoss(ELBOModule):
+    """Pyro's ELBO module (``objective(model, guide)``): ``forward(x, y)`` is the loss.
+
+    This is the ``nn.Module`` that :class:`torch.nn.parallel.DistributedDataParallel`
+    wraps; ``model`` and ``guide`` stay registered submodules, so ``parameters()`` and
+    ``state_dict()`` are those of the pair.
+    """
+
+    def __init__(self, model, guide, objective):
+        super().__init__(model, guide, lean_objective(objective))
+        self._calls = (_direct(model), _direct(guide))
+
+    def forward(self, x, y=None):
+        model, guide = self._calls
+        return self.elbo.differentiable_loss(model, guide, x, y)
+
+
+def make_optimizer(params, *, lr: float) -> torch.optim.Adam:
+    """Adam with the fused kernel where torch has one for these tensors, else foreach."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, ValueError):  # e.g. a device or dtype without a fused kernel
+        return torch.optim.Adam(params, lr=lr, foreach=True)
+
+
+class TrainStep:
+    """``step(x, y, beta)``: one optimizer step on the pair; returns the detached loss.
+
+    The loss is the objective summed over the (local) batch, in nats.  Under data
+    parallelism (``world.size > 1``) the loss module is wrapped by ``world.wrap`` (DDP),
+    which *averages* gradients over ranks; the backward pass is therefore scaled by the
+    world size so that the update is the gradient of the sum over the global batch --
+    the same step one process takes on the whole batch.
+
+    :param handlers: extra effect handlers entered around every loss, inside the β handler.
+    :param world: a :class:`pyrovae.distributed.World`, or None for one process.
+    :param engine: ``"eager"`` or ``"jit"`` (see the module docstring).
+    """
+
+    def __init__(self, model, guide, objective, optimizer, *, handlers=(), world=None,
+                 engine: str = "eager"):
+        if engine not in ENGINES:
+            raise PyroVAEError(f"unknown engine {engine!r}; valid: {', '.join(ENGINES)}")
+        self.loss_module = PairLoss(model, guide, objective)
+        parallel = world is not None and world.size > 1
+        if parallel and engine == "jit":
+            raise PyroVAEError("--engine jit trains in one process; drop it under torchrun")
+        self.forward = world.wrap(self.loss_module) if parallel else self.loss_module
+        self.grad_scale = float(world.size) if parallel else 1.0
+        self.optimizer = optimizer
+        self.handlers = tuple(handlers)
+        self.scaler = ScaleSitesMessenger()
+        self.traces = {} if engine == "jit" and not self.handlers else None
+
+    def __call__(self, x, y, beta: float = 1.0) -> torch.Tensor:
+        with self._handlers(beta):
+            loss = self._traced(x, y, beta) if self.traces is not None else self.forward(x, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        (loss * self.grad_scale if self.grad_scale != 1.0 else loss).backward()
+        self.optimizer.step()
+        return loss.detach()
+
+    def _traced(self, x, y, beta: float) -> torch.Tensor:
+        inputs = (x,) if y is None else (x, y)
+        key = (beta, *(tuple(t.shape) for t in inputs))
+        if key not in self.traces:
+            if len(self.traces) == MAX_TRACES:
+                warnings.warn("β changes from step to step: --engine jit falls back to eager")
+                self.traces = None
+                return self.forward(x, y)
+            # tracing runs the pair once: fork the random streams so that the replay below
+            # draws what an eager step would; silence trace-time notes on shape arithmetic
+            cuda = [x.device.index or 0] if x.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=cuda), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self.traces[key] = torch.jit.trace(self.loss_module, inputs, check_trace=False)
+        return self.traces[key](*inputs)
+
+    def _handlers(self, beta: float):
+        if beta == 1.0 and not self.handlers:
+            return contextlib.nullcontext()
+        self.scaler.latent = beta
+        stack = contextlib.ExitStack()
+        for handler in (self.scaler, *self.handlers):
+            stack.enter_context(handler)
+        return stack
