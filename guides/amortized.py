@@ -18,11 +18,15 @@ from pyro.nn import PyroModule
 from torch import nn
 
 from pyrovae.data import labels_one_hot
-from pyrovae.nets import MLP, ConditionedMLP
+from pyrovae.nets import MLP, ConditionedMLP, unique_name
 
 
 class Guide(PyroModule):
     """``guide(x, y=None)``: ``z ~ posterior(x, y)`` in the ``data`` plate."""
+
+    def __init__(self):
+        # a name of its own: guides never share parameters in Pyro's global store
+        super().__init__(name=unique_name(type(self).__name__))
 
     def posterior(self, x: torch.Tensor, y: torch.Tensor | None = None):
         """q(z | x [, y]) as a distribution with batch shape ``x.shape[:-1]``."""

@@ -18,13 +18,15 @@ def model_takes_labels(name: str) -> bool:
     return bool(registry.option("model", name, "labels", False))
 
 
-def build_pair(cfg: ModelConfig, *, x_dim: int, num_classes: int = 10, train_x=None):
+def build_pair(cfg: ModelConfig, *, x_dim: int, num_classes: int = 10):
     """``(model, guide)`` for ``cfg``: PyroModules following the pair contract.
+
+    Data-dependent initialization (``cfg.output_bias == "data"``) happens where data first
+    meets the model, in :func:`pyrovae.fit`, so this pair, a hand-composed one and the
+    CLI's start from the same place for the same seed.
 
     :param x_dim: size of a flattened datapoint.
     :param num_classes: label classes of the data (conditional models only).
-    :param train_x: with ``cfg.output_bias == "data"``, a model offering ``init_from_data``
-        starts its decoder at the training pixels' marginal frequencies.
     """
     if cfg.output_bias not in ("data", "default"):
         raise PyroVAEError(f"unknown output_bias {cfg.output_bias!r}; valid: data, default")
@@ -33,6 +35,4 @@ def build_pair(cfg: ModelConfig, *, x_dim: int, num_classes: int = 10, train_x=N
     prior = registry.get("prior", cfg.prior)(cfg, x_dim=x_dim, num_classes=classes, guide=guide)
     model = registry.get("model", cfg.model)(cfg, x_dim=x_dim, num_classes=num_classes,
                                              prior=prior)
-    if train_x is not None and cfg.output_bias == "data" and hasattr(model, "init_from_data"):
-        model.init_from_data(train_x)
     return model, guide

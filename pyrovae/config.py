@@ -26,6 +26,9 @@ class ModelConfig:
     model: str = option("vae", "model half p(z) p(x|z) by registered name (vae, cvae, ...)")
     prior: str = option("standard", "prior p(z): standard, mog, vamp, flow")
     guide: str = option("diagonal", "guide q(z|x): diagonal, fullcov, iaf")
+    likelihood: str = option("bernoulli", "observation model p(x|z): bernoulli (binarized "
+                                          "pixels), gaussian (dequantized pixels, learned "
+                                          "variance), logistic (discretized, 256 levels)")
     latent_dim: int = option(50, "dimension of z")
     hidden: int = option(400, "width of the hidden layer of encoder and decoder MLPs")
     # relu and sigma = exp(raw / 2) measured best for the Bernoulli MLP VAE (softplus
@@ -36,8 +39,8 @@ class ModelConfig:
     # starting below the prior's 1 measured +0.4 nats (docs/quality.md)
     init_scale: float = option(0.1, "guide sigma at initialization (0: PyTorch's init, ~1)")
     # "data": the decoder's output bias starts at logit(mean training pixel) (+0.3 nats)
-    output_bias: str = option("data", "decoder output bias at the start: data "
-                                      "(logit of the mean training pixel) or default")
+    output_bias: str = option("data", "decoder output bias at the start: data (each "
+                                      "pixel's marginal over the training set) or default")
     num_components: int = option(10, "mixture components of the mog prior")
     num_pseudo_inputs: int = option(500, "pseudo-inputs of the vamp prior")
     flow_layers: int = option(2, "autoregressive layers of the flow prior / iaf guide")

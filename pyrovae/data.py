@@ -3,9 +3,17 @@
 Three datasets by name: ``mnist-sample`` (embedded, no install), ``mnist`` and
 ``fashion-mnist`` (IDX files under a directory the user names).  Nothing is downloaded.
 
-Binarization follows Burda et al. (2016): training images are re-binarized every time a
-batch is drawn (dynamic), the test set is binarized once with a fixed seed so that
-log-likelihoods are proper and comparable across runs.
+How pixels are presented belongs to the dataset and the likelihood, and is visible as
+``ImageData.train_transform`` (``fit`` applies exactly that, nothing else):
+
+- ``bernoulli``: binary images (Burda et al. 2016): training images are re-binarized every
+  time a batch is drawn (``"binarize"``), the test set is binarized once with a fixed seed
+  so that log-likelihoods are proper and comparable across runs.
+- ``gaussian`` (any continuous density): 8-bit pixels uniformly dequantized,
+  x = (k + u) / 256 with u ~ U(0, 1) (``"dequantize"``, fresh noise per batch; one fixed
+  draw for the test set).  ``levels = 256`` tells the evaluator to report bits/dim of the
+  discrete pixels, log P(k) >= E_u log p((k + u) / 256) - D log 256 (Theis et al. 2016).
+- ``logistic`` (a discrete likelihood over the 256 levels): pixels k / 255 as they are.
 """
 from __future__ import annotations
 
@@ -22,23 +30,69 @@ from pyrovae.registry import register
 
 ASSET = Path(__file__).parent / "assets" / "mnist_sample.npz"
 TEST_BINARIZATION_SEED = 0
+SAMPLE_ORDER_SEED = 20161103
+LIKELIHOOD_TRANSFORMS = {"bernoulli": "binarize", "gaussian": "dequantize", "logistic": "none"}
+TRANSFORMS = ("binarize", "dequantize", "none")
 
 
 @dataclass
 class ImageData:
-    """A dataset on one device.  ``train_x`` keeps grey levels; ``test_x`` is binarized."""
+    """A dataset on one device.
+
+    ``train_x`` keeps grey levels k / 255 in [0, 1]; each training batch is presented as
+    ``train_transform`` says (:meth:`train_batch`); ``test_x`` is the fixed test set as
+    evaluated (binarized, dequantized or grey levels).  ``levels``: the number of discrete
+    levels the pixels had when ``test_x`` is a dequantized density's input (else None).
+    """
 
     name: str
-    train_x: torch.Tensor  # float32 [N, 784], grey levels in [0, 1]
+    train_x: torch.Tensor  # float32 [N, D], grey levels in [0, 1]
     train_y: torch.Tensor  # int64 [N]
-    test_x: torch.Tensor  # float32 [M, 784], one fixed binarization, {0, 1}
+    test_x: torch.Tensor  # float32 [M, D], as evaluated
     test_y: torch.Tensor  # int64 [M]
     image_shape: tuple = (1, 28, 28)
     num_classes: int = 10
+    train_transform: str = "binarize"
+    levels: int | None = None
+
+    def __post_init__(self):
+        if self.train_transform not in TRANSFORMS:
+            raise PyroVAEError(f"unknown train_transform {self.train_transform!r}; valid: "
+                               f"{', '.join(TRANSFORMS)}")
 
     @property
     def x_dim(self) -> int:
         return int(np.prod(self.image_shape))
+
+    def train_batch(self, idx, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Training images ``idx`` as presented to the model (see the module docstring)."""
+        x = self.train_x[idx]
+        if self.train_transform == "binarize":
+            return torch.bernoulli(x, generator=generator)
+        if self.train_transform == "dequantize":
+            return dequantize(x, generator)
+        return x
+
+
+def dequantize(grey: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(k + u) / 256, u ~ U(0, 1), for grey levels k / 255: a density's input in [0, 1)."""
+    u = torch.rand(grey.shape, generator=generator, device=grey.device, dtype=grey.dtype)
+    return (torch.round(grey * 255) + u) / 256
+
+
+def stratified_order(labels: np.ndarray, seed: int) -> np.ndarray:
+    """A seeded permutation in which every prefix of ``C * m`` items holds ``m`` of each of
+    the ``C`` classes (classes of equal size): shuffled within each class, then dealt out
+    round by round in a shuffled class order."""
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    pools = [rng.permutation(np.flatnonzero(labels == c)).tolist() for c in classes]
+    order = []
+    while any(pools):
+        for c in rng.permutation(len(classes)):
+            if pools[c]:
+                order.append(pools[c].pop())
+    return np.asarray(order)
 
 
 # --- file formats -----------------------------------------------------------------
@@ -101,18 +155,20 @@ def _idx_path(folder: Path, stem: str) -> Path | None:
 
 def _load_idx_dataset(data_dir, torchvision_name: str, dataset: str) -> dict[str, np.ndarray]:
     folder = find_idx_dir(data_dir, torchvision_name, dataset)
-    arrays = {key: read_idx(_idx_path(folder, stem)) for key, stem in IDX_FILES.items()}
-    for split in ("train", "test"):
-        if arrays[f"{split}_x"].shape[0] != arrays[f"{split}_y"].shape[0]:
-            raise PyroVAEError(f"{folder}: {split} images and labels differ in count")
-    return arrays
+    return {key: read_idx(_idx_path(folder, stem)) for key, stem in IDX_FILES.items()}
 
 
 @register("dataset", "mnist-sample")
 def mnist_sample(data_dir=None) -> dict[str, np.ndarray]:
-    """The embedded 5,000-digit MNIST sample (see ``assets/PROVENANCE.md``)."""
+    """The embedded 5,000-digit MNIST sample (see ``assets/PROVENANCE.md``), each split in
+    a seeded stratified order, so that any prefix (``--limit 100``) is class-balanced."""
     with np.load(ASSET) as f:
-        return {k: f[k] for k in IDX_FILES}
+        arrays = {k: f[k] for k in IDX_FILES}
+    for split in ("train", "test"):
+        order = stratified_order(arrays[f"{split}_y"], SAMPLE_ORDER_SEED)
+        arrays[f"{split}_x"], arrays[f"{split}_y"] = (arrays[f"{split}_x"][order],
+                                                      arrays[f"{split}_y"][order])
+    return arrays
 
 
 @register("dataset", "mnist")
@@ -127,28 +183,37 @@ def fashion_mnist(data_dir=None) -> dict[str, np.ndarray]:
 
 # --- tensors ----------------------------------------------------------------------
 
-def load_dataset(name: str, *, data_dir=None, device="cpu",
+def load_dataset(name: str, *, data_dir=None, device="cpu", likelihood: str = "bernoulli",
                  test_seed: int = TEST_BINARIZATION_SEED) -> ImageData:
-    """Load a dataset by name onto ``device``; the test set is binarized once with ``test_seed``.
+    """Load a dataset by name onto ``device``, presented for ``likelihood`` (see the module
+    docstring); the test set's one binarization or dequantization is drawn with ``test_seed``.
 
-    The test binarization is ``torch.bernoulli`` over the whole test tensor in file order
-    with a CPU generator seeded ``test_seed`` (the same stream as ``torch.manual_seed``),
-    done on the CPU so every device sees the same test set.
+    The test draw is ``torch.bernoulli`` (or ``torch.rand``) over the whole test tensor in
+    file order with a CPU generator seeded ``test_seed`` (the same stream as
+    ``torch.manual_seed``), done on the CPU so every device sees the same test set.
     """
+    if likelihood not in LIKELIHOOD_TRANSFORMS:
+        raise PyroVAEError(f"unknown likelihood {likelihood!r}; valid: "
+                           f"{', '.join(LIKELIHOOD_TRANSFORMS)}")
     arrays = registry.get("dataset", name)(data_dir=data_dir)
-    train_x = torch.from_numpy(arrays["train_x"].reshape(len(arrays["train_x"]), -1).astype(np.float32) / 255.0)
-    test_grey = torch.from_numpy(arrays["test_x"].reshape(len(arrays["test_x"]), -1).astype(np.float32) / 255.0)
-    if train_x.shape[1] != 784 or test_grey.shape[1] != 784:
-        raise PyroVAEError(f"dataset {name!r}: expected 28x28 images, got {train_x.shape[1]} pixels")
+    for split in ("train", "test"):
+        if len(arrays[f"{split}_x"]) != len(arrays[f"{split}_y"]):
+            raise PyroVAEError(f"dataset {name!r}: {len(arrays[f'{split}_x'])} {split} images "
+                               f"but {len(arrays[f'{split}_y'])} labels")
+    grey = {s: torch.from_numpy(arrays[f"{s}_x"].reshape(len(arrays[f"{s}_x"]), -1)
+                                .astype(np.float32) / 255.0) for s in ("train", "test")}
+    if grey["train"].shape[1] != 784 or grey["test"].shape[1] != 784:
+        raise PyroVAEError(f"dataset {name!r}: expected 28x28 images, got "
+                           f"{grey['train'].shape[1]} pixels")
+    transform = LIKELIHOOD_TRANSFORMS[likelihood]
     gen = torch.Generator().manual_seed(test_seed)
-    test_x = torch.bernoulli(test_grey, generator=gen)
-    return ImageData(
-        name=name,
-        train_x=train_x.to(device),
-        train_y=torch.from_numpy(arrays["train_y"].astype(np.int64)).to(device),
-        test_x=test_x.to(device),
-        test_y=torch.from_numpy(arrays["test_y"].astype(np.int64)).to(device),
-    )
+    test_x = (torch.bernoulli(grey["test"], generator=gen) if transform == "binarize" else
+              dequantize(grey["test"], gen) if transform == "dequantize" else grey["test"])
+    labels = {s: torch.from_numpy(arrays[f"{s}_y"].astype(np.int64)) for s in ("train", "test")}
+    return ImageData(name=name, train_x=grey["train"].to(device),
+                     train_y=labels["train"].to(device), test_x=test_x.to(device),
+                     test_y=labels["test"].to(device), train_transform=transform,
+                     levels=256 if transform == "dequantize" else None)
 
 
 def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -19,3 +19,12 @@ class CheckpointError(PyroVAEError):
 
 class TrainingDiverged(PyroVAEError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class TrainingInterrupted(PyroVAEError):
+    """SIGTERM or Ctrl-C stopped training at a step boundary; the message says what was
+    saved and how to resume.  ``signum`` is the signal (the CLI exits with 128 + signum)."""
+
+    def __init__(self, message: str, signum: int = 2):
+        super().__init__(message)
+        self.signum = signum

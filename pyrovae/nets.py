@@ -6,6 +6,7 @@ bookkeeping out of the inner loop, and nothing in a model hard-codes a size.
 """
 from __future__ import annotations
 
+import itertools
 from typing import Sequence
 
 import torch
@@ -53,19 +54,13 @@ class MLP(nn.Sequential):
         self.in_dim, self.out_dim = in_dim, out_dim
 
 
-@torch.no_grad()
-def init_output_bias_(net: nn.Module, mean: torch.Tensor, *, eps: float = 1e-3) -> nn.Module:
-    """Set the bias of ``net``'s last ``nn.Linear`` to ``logit(mean)`` (clamped to [eps, 1-eps]).
+_counter = itertools.count()
 
-    A Bernoulli decoder started this way predicts every pixel's marginal frequency from
-    the first step, so training spends its first epochs on the images rather than on the
-    background (Burda et al.'s IWAE code initializes its output biases from the training
-    mean the same way); measured in ``results/quality_ablation.md``.
-    """
-    last = [m for m in net.modules() if isinstance(m, nn.Linear)][-1]
-    p = mean.to(last.bias).reshape(last.bias.shape).clamp(eps, 1 - eps)
-    last.bias.copy_(torch.log(p) - torch.log1p(-p))
-    return net
+
+def unique_name(prefix: str) -> str:
+    """``prefix`` plus a number no other call in this process returns: the root name of a
+    PyroModule, so its parameters never collide in Pyro's global parameter store."""
+    return f"{prefix.lower()}{next(_counter)}"
 
 
 class ConditionedMLP(nn.Module):

@@ -106,7 +106,8 @@ def open_run(run_dir, *, device: str = "auto") -> Run:
     raw = read_raw_config(run_dir)
     cfg = RunConfig.from_dict(raw)
     dev = resolve_device(device)
-    data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, device=dev)
+    data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, device=dev,
+                        likelihood=cfg.model.likelihood)
     return Run(run_dir, cfg, raw, data, dev)
 
 

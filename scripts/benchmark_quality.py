@@ -107,8 +107,7 @@ def run_one(cfg, data, *, init_hook, num_test, num_particles: int, run_dir: Path
             return row
     seed = cfg.train.seed
     pyro.set_rng_seed(seed)  # the networks' initialization is part of the seed
-    model, guide = build_pair(cfg.model, x_dim=data.x_dim, num_classes=data.num_classes,
-                              train_x=data.train_x)
+    model, guide = build_pair(cfg.model, x_dim=data.x_dim, num_classes=data.num_classes)
     if init_hook is not None:
         init_hook(model, guide, data)
     config_path = run_dir / "config.json"  # never resume a run built from another config

@@ -128,7 +128,7 @@ def make_variants(cfg: ModelConfig, x_dim: int, device, *, ablations: bool) -> d
                          engine=engine)
         if not direct:  # undo the PyroModule bypass
             step.loss_module._calls = pair
-        return lambda x, y: step(x, y, 1.0)
+        return lambda x, y: step(x, y)
 
     copy_pair = lambda: (copy.deepcopy(model), copy.deepcopy(guide))  # noqa: E731
     variants = {"torch": torch_step(textbook_log_lik), "pyrovae": trainer((model, guide)),

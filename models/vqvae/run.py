@@ -75,7 +75,8 @@ def evaluate_vq(model: VQVAE, prior: CodePrior, x: torch.Tensor, *, batch_size: 
     bound = recon + log_pk
     stats = eval_report.Stats()
     stats.add(bound[None], recon=recon, kl={"codes": -log_pk}, z_mean={})
-    report = eval_report.make_report({1: bound}, stats, x_dim=x[0].numel(), threshold=0.01,
+    report = eval_report.make_report({1: (bound, torch.zeros_like(bound))}, stats,
+                                     x_dim=x[0].numel(), threshold=0.01,
                                      seconds=time.perf_counter() - t0, batch_size=batch_size)
     usage = code_metrics(model, x, batch_size=batch_size)
     report.update(model="vqvae", bound="log p(x|z_q(x)) + log p(k(x)); q one-hot so L_K = L_1",

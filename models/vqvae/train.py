@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from pyrovae.checkpoint import load_into
 from pyrovae.config import TrainConfig
 from pyrovae.data import ImageData
 from pyrovae.models.vqvae.quantizer import perplexity
@@ -60,15 +61,16 @@ class _Checkpoints:
                                                                    config_json)
 
     def resume(self) -> tuple[int, list[dict]]:
-        state = restore_state(self.path, self.modules, self.optimizer,
-                              map_location=self.gen.device)
+        state = restore_state(self.path, lambda st, path: load_into(self.modules, st, path),
+                              self.optimizer, map_location=self.gen.device)
         set_rng_state(state["rng_ranks"][0], self.gen)
         self.metrics.rewrite(state["history"])
         return int(state["epoch"]), state["history"]
 
     def save(self, epoch: int, history: list[dict]) -> None:
         if self.path is not None:
-            save_state(self.path, self.modules, self.optimizer, epoch=epoch, history=history,
+            save_state(self.path, {k: m.state_dict() for k, m in self.modules.items()},
+                       self.optimizer, epoch=epoch, history=history,
                        config_json=self.config_json, rng_ranks=[rng_state(self.gen)])
             self.metrics.append(history[-1])
 

@@ -12,7 +12,7 @@ import sys
 
 from pyrovae import registry
 from pyrovae.cli import evaluate, figures, train
-from pyrovae.errors import PyroVAEError
+from pyrovae.errors import PyroVAEError, TrainingInterrupted
 
 
 def commands() -> dict:
@@ -39,6 +39,9 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except TrainingInterrupted as e:
+        print(f"pyrovae: {e}", file=sys.stderr)
+        return 128 + e.signum
     except PyroVAEError as e:
         # Pyro appends the trace's shapes to errors raised inside a model: keep our line only
         print(f"pyrovae: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}",

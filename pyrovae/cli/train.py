@@ -65,10 +65,10 @@ def cmd_train(args) -> int:
     BetaSchedule.from_config(cfg.train)
     # under torchrun: one process per device, data-parallel (see pyrovae/train/distributed.py)
     world, device = distributed.setup(os.environ, resolve_device(cfg.train.device))
-    data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, device=device)
+    data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, device=device,
+                        likelihood=cfg.model.likelihood)
     pyro.set_rng_seed(cfg.train.seed)  # --seed sets the networks' initialization too
-    model, guide = build_pair(cfg.model, x_dim=data.x_dim, num_classes=data.num_classes,
-                              train_x=data.train_x)
+    model, guide = build_pair(cfg.model, x_dim=data.x_dim, num_classes=data.num_classes)
     if world.is_main:  # only rank 0 writes
         run_dir = prepare_run_dir(run_dir, resume=args.resume, overwrite=args.overwrite)
         write_config(run_dir, cfg.to_dict())

@@ -134,11 +134,25 @@ def iwae_from_log_weights(log_w: torch.Tensor, k: int) -> torch.Tensor:
     """L_K estimate per datapoint from ``log_w[S, batch]``: the mean of log p̂_K over the
     ``S // k`` disjoint groups of ``k`` weights (same expectation as one group, less
     variance; by Jensen it is never below the estimate for any divisor of ``k``)."""
+    return iwae_estimate(log_w, k)[0]
+
+
+def iwae_estimate(log_w: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(estimate, Monte Carlo variance)`` of L_K per datapoint from ``log_w[S, batch]``.
+
+    With ``G = S // k >= 2`` groups the variance of their mean is s² / G from the groups'
+    spread; with one group, the delta method: Var log(mean w) ~= Var(w) / (k E[w]²) =
+    (1 / ess - 1) / k, with ess = (Σw)² / (k Σw²) the normalized effective sample size.
+    """
     groups = log_w.shape[0] // k
     if groups < 1:
         raise PyroVAEError(f"K = {k} needs at least {k} log weights, got {log_w.shape[0]}")
-    lw = log_w[: groups * k].reshape(groups, k, *log_w.shape[1:])
-    return (torch.logsumexp(lw, dim=1) - math.log(k)).mean(0)
+    lw = log_w[: groups * k].double().reshape(groups, k, *log_w.shape[1:])
+    per_group = torch.logsumexp(lw, dim=1) - math.log(k)
+    if groups >= 2:
+        return per_group.mean(0), per_group.var(0) / groups
+    w = torch.softmax(lw[0], dim=0)
+    return per_group[0], (k * w.square().sum(0) - 1).clamp(min=0) / k
 
 
 class _Accumulator:
@@ -171,7 +185,8 @@ class _Accumulator:
 def evaluate(model, guide, data_x: torch.Tensor, data_y: torch.Tensor | None = None, *,
              num_particles: Sequence[int] = (1, 10, 100, 1000, 5000), batch_size: int = 32,
              chunk_size: int | None = None, progress: bool = True,
-             active_threshold: float = 0.01, data_plate: str | None = None, **kwargs) -> dict:
+             active_threshold: float = 0.01, data_plate: str | None = None,
+             levels: int | None = None, **kwargs) -> dict:
     """Evaluate ``(model, guide)`` on a dataset and return the report dict.
 
     For each datapoint ``max(num_particles)`` log weights are drawn once; every L_K in
@@ -187,6 +202,9 @@ def evaluate(model, guide, data_x: torch.Tensor, data_y: torch.Tensor | None = N
 
     :param batch_size: datapoints per pass; small batches keep the particle chunks long,
         so a guide's encoder, which runs once per chunk, costs little.
+    :param levels: the data are pixels dequantized from this many levels (a pyrovae
+        dataset's ``levels``): bits/dim then count the bins (see
+        :mod:`pyrovae.evaluation.report`).
     :returns: a JSON-ready dict; see :func:`pyrovae.evaluation.report.write_report`.
     """
     ks = sorted({_check_count("num_particles", k) for k in (
@@ -204,6 +222,7 @@ def evaluate(model, guide, data_x: torch.Tensor, data_y: torch.Tensor | None = N
     n = len(data_x)
     bounds = {k: [] for k in ks}
     stats = eval_report.Stats()
+    discrete = True
     bar = tqdm(total=n, desc=f"IWAE K={ks[-1]}", unit="x", disable=not progress)
     for i in range(0, n, batch_size):
         x = data_x[i:i + batch_size]
@@ -212,17 +231,20 @@ def evaluate(model, guide, data_x: torch.Tensor, data_y: torch.Tensor | None = N
         for t in _chunks(model, guide, pair_args(x, y), kwargs, num_particles=ks[-1],
                          chunk_size=chunk_size, data_plate=data_plate):
             acc.add(t)
+            discrete = t.discrete
         log_w = torch.cat(acc.log_w)
         for k in ks:
-            bounds[k].append(iwae_from_log_weights(log_w, k).double().cpu())
+            bounds[k].append([v.cpu() for v in iwae_estimate(log_w, k)])
         z_mean, z_noise = acc.z_moments()
         stats.add(log_w, recon=acc.recon / acc.n, kl={s: v / acc.n for s, v in acc.kl.items()},
                   z_mean=z_mean, z_noise=z_noise)
         bar.update(len(x))
     bar.close()
-    return eval_report.make_report({k: torch.cat(v) for k, v in bounds.items()}, stats,
-                                   x_dim=data_x[0].numel(), threshold=active_threshold,
-                                   seconds=time.perf_counter() - start, batch_size=batch_size)
+    return eval_report.make_report(
+        {k: tuple(torch.cat(parts) for parts in zip(*v)) for k, v in bounds.items()}, stats,
+        x_dim=data_x[0].numel(), threshold=active_threshold,
+        seconds=time.perf_counter() - start, batch_size=batch_size, discrete=discrete,
+        levels=levels)
 
 
 def particle_ladder(k_max: int) -> tuple[int, ...]:

@@ -2,7 +2,16 @@
 
 - PSIS k̂ per datapoint (Vehtari, Simpson, Gelman, Yao & Gabry, "Pareto smoothed
   importance sampling", JMLR 2024, via ``arviz.psislw``): k̂ < 0.5 good, k̂ > 0.7 the
-  bound for that datapoint is unreliable at this K.
+  bound for that datapoint is unreliable at this K.  *Not applicable* (NaN per datapoint,
+  null in JSON) when the weights are numerically constant -- the estimate is then exact,
+  e.g. under the exact posterior -- or K < ``PSIS_MIN_K``, where the Pareto tail would
+  have too few points to fit (arviz returns inf there).
+- Monte Carlo standard error of each L_K: from the spread of the disjoint groups of K
+  weights (``S // K >= 2``), else the delta method on the one group,
+  Var(log p̂_K) ~= (1 / (ESS/K) - 1) / K (unreliable where k̂ > 0.5).
+- bits/dim only where it means something: for a discrete likelihood (a pmf over the
+  pixels), or a density on dequantized pixels with the D log(levels) of the bins added
+  back (Theis, van den Oord & Bethge 2016); null for a density on continuous data.
 - Normalized effective sample size ``ESS / K = (Σ_k w_k)² / (K Σ_k w_k²)``.
 - Active units (Burda et al. 2016): latent dim i is active when ``Cov_x(E_q[z_i | x]) > 0.01``.
 """
@@ -19,16 +28,30 @@ from pyrovae.files import atomic_write
 from pyrovae.plots.run import plot_k_curve
 
 LN2 = math.log(2.0)
+# tail of min(K/5, 3 sqrt(K)) >= 20 points for the Pareto fit (Vehtari et al. 2024, sec. 3)
+PSIS_MIN_K = 100
 
 
-def _psis_khat(log_w: torch.Tensor) -> torch.Tensor:
-    """k̂ per datapoint of ``log_w[K, batch]``."""
+def constant_weights(log_w: torch.Tensor) -> torch.Tensor:
+    """Per datapoint of ``log_w[K, batch]``: are the weights equal up to rounding?"""
+    lw = log_w.double()
+    spread = lw.max(0).values - lw.min(0).values
+    return spread <= 1e-6 * (1 + lw.abs().max(0).values)
+
+
+def psis_khat(log_w: torch.Tensor) -> torch.Tensor:
+    """k̂ per datapoint of ``log_w[K, batch]``; NaN where it is not applicable."""
+    batch = log_w.shape[1]
+    if log_w.shape[0] < PSIS_MIN_K:
+        return torch.full((batch,), float("nan"), dtype=torch.float64)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # arviz's refactor notice and small-K warnings
+        warnings.simplefilter("ignore")  # arviz's refactor notice and small-tail warnings
         import arviz
 
         _, khat = arviz.psislw(log_w.T.double().cpu().numpy())
-    return torch.as_tensor(khat, dtype=torch.float64).reshape(-1)
+    khat = torch.as_tensor(khat, dtype=torch.float64).reshape(-1)
+    khat[~torch.isfinite(khat) | constant_weights(log_w).cpu()] = float("nan")
+    return khat
 
 
 def normalized_ess(log_w: torch.Tensor) -> torch.Tensor:
@@ -48,8 +71,7 @@ class Stats:
         """One batch: ``log_w[K, batch]``; ``recon`` and each ``kl[site]`` ``[batch]``;
         ``z_mean[site]`` ``[batch, dims]`` estimates of E_q[z | x], with ``z_noise[site]``
         their Monte Carlo variances (None: exact means)."""
-        if log_w.shape[0] >= 2:
-            self.khat.append(_psis_khat(log_w))
+        self.khat.append(psis_khat(log_w))
         self.ess.append(normalized_ess(log_w).cpu())
         self.recon.append(recon.double().cpu())
         for name, v in kl.items():
@@ -66,30 +88,59 @@ def _mean_se(v: torch.Tensor) -> dict:
     return {"mean": float(v.mean()), "se": se}
 
 
+def _bits(nats: float, x_dim: int, levels: int | None) -> float:
+    """bits/dim of a log-likelihood in nats; ``levels``: add back the dequantization bins."""
+    return -(nats - (x_dim * math.log(levels) if levels else 0.0)) / (x_dim * LN2)
+
+
 def make_report(bounds: dict, stats: Stats, *, x_dim: int, threshold: float,
-                seconds: float, batch_size: int) -> dict:
-    """Assemble the JSON-ready report from per-datapoint bounds ``{K: tensor[N]}``."""
+                seconds: float, batch_size: int, discrete: bool = True,
+                levels: int | None = None) -> dict:
+    """Assemble the JSON-ready report from per-datapoint bounds ``{K: (estimate[N],
+    monte_carlo_variance[N])}``.
+
+    :param discrete: the likelihood is a pmf (bits/dim apply as they are).
+    :param levels: the data are a density's input on pixels dequantized from this many
+        levels (bits/dim of the discrete pixels: the bins' D log(levels) added back).
+    """
     ks = sorted(bounds)
-    base = bounds[ks[0]]
+    base = bounds[ks[0]][0]
+    n = base.numel()
     rows = []
     for k in ks:
-        row = {"K": k, **_mean_se(bounds[k])}
-        row["bits_per_dim"] = -row["mean"] / (x_dim * LN2)
-        row["bits_per_dim_se"] = row["se"] / (x_dim * LN2)
-        gain = _mean_se(bounds[k] - base)  # paired: same datapoints, much smaller SE
+        est, mc_var = bounds[k]
+        row = {"K": k, **_mean_se(est), "mc_se": float(mc_var.sum().sqrt() / n)}
+        if discrete or levels:
+            row["bits_per_dim"] = _bits(row["mean"], x_dim, levels)
+            row["bits_per_dim_se"] = row["se"] / (x_dim * LN2)
+        else:
+            row["bits_per_dim"] = row["bits_per_dim_se"] = None
+        gain = _mean_se(est - base)  # paired: same datapoints, much smaller SE
         row["gain"], row["gain_se"] = gain["mean"], gain["se"]
         rows.append(row)
-    report = {"num_datapoints": base.numel(), "x_dim": x_dim, "num_particles": ks,
-              "bounds": rows, "seconds": seconds, "batch_size": batch_size}
+    report = {"num_datapoints": n, "x_dim": x_dim, "num_particles": ks,
+              "bounds": rows, "seconds": seconds, "batch_size": batch_size,
+              "likelihood": "discrete" if discrete else
+              f"density on pixels dequantized from {levels} levels" if levels else
+              "density on continuous data (bits/dim not applicable)"}
     ess = torch.cat(stats.ess)
     report["ess"] = {"K": ks[-1], "normalized_median": float(ess.median()),
                      "normalized_mean": float(ess.mean()), "normalized_min": float(ess.min())}
-    if stats.khat:
-        khat = torch.cat(stats.khat)
-        report["psis"] = {"K": ks[-1], "khat_median": float(khat.median()),
-                          "khat_max": float(khat.max()),
-                          "frac_above_0.5": float((khat > 0.5).double().mean()),
-                          "frac_above_0.7": float((khat > 0.7).double().mean())}
+    khat = torch.cat(stats.khat)
+    ok = ~torch.isnan(khat)
+    psis = {"K": ks[-1], "applicable": int(ok.sum()), "not_applicable": int((~ok).sum())}
+    if ok.any():
+        k_ok = khat[ok]
+        psis.update(khat_median=float(k_ok.median()), khat_max=float(k_ok.max()),
+                    **{"frac_above_0.5": float((k_ok > 0.5).double().mean()),
+                       "frac_above_0.7": float((k_ok > 0.7).double().mean())})
+    else:
+        psis.update(khat_median=None, khat_max=None, **{"frac_above_0.5": None,
+                                                         "frac_above_0.7": None})
+    psis["reason_not_applicable"] = (
+        f"K = {ks[-1]} < {PSIS_MIN_K}: too few weights for the Pareto fit"
+        if ks[-1] < PSIS_MIN_K else "weights constant (the estimate is exact) or the fit failed")
+    report["psis"] = psis
     report["recon"] = _mean_se(torch.cat(stats.recon))
     kl = {name: torch.cat(v) for name, v in stats.kl.items()}
     report["kl_per_site"] = {name: _mean_se(v) for name, v in kl.items()}
@@ -110,18 +161,25 @@ def markdown_table(report: dict) -> str:
     """The K table and the diagnostics as Markdown."""
     n, d = report["num_datapoints"], report["x_dim"]
     lines = [f"Test log-likelihood bounds over {n} datapoints (nats per datapoint; "
-             f"bits/dim over {d} dims; ± one standard error over datapoints).", "",
-             "| K | L_K (nats) | ± SE | bits/dim | L_K − L_1 |",
-             "|---:|---:|---:|---:|---:|"]
+             f"bits/dim over {d} dims; ± SE: standard error over datapoints; MC SE: Monte "
+             f"Carlo standard error of the mean estimate).", "",
+             "| K | L_K (nats) | ± SE | MC SE | bits/dim | L_K − L_1 |",
+             "|---:|---:|---:|---:|---:|---:|"]
     for r in report["bounds"]:
-        lines.append(f"| {r['K']} | {r['mean']:.3f} | {r['se']:.3f} | {r['bits_per_dim']:.4f} "
-                     f"| {r['gain']:.3f} ± {r['gain_se']:.3f} |")
+        bits = "n/a" if r["bits_per_dim"] is None else f"{r['bits_per_dim']:.4f}"
+        lines.append(f"| {r['K']} | {r['mean']:.3f} | {r['se']:.3f} | {r.get('mc_se', 0):.3f} "
+                     f"| {bits} | {r['gain']:.3f} ± {r['gain_se']:.3f} |")
     lines.append("")
-    if "psis" in report:
-        p = report["psis"]
+    lines.append(f"- likelihood: {report.get('likelihood', 'discrete')}")
+    p = report["psis"]
+    if p["applicable"]:
         lines.append(f"- PSIS k̂ at K={p['K']}: median {p['khat_median']:.3f}, max "
                      f"{p['khat_max']:.3f}, {100 * p['frac_above_0.7']:.1f}% of datapoints "
-                     f"above 0.7 ({100 * p['frac_above_0.5']:.1f}% above 0.5)")
+                     f"above 0.7 ({100 * p['frac_above_0.5']:.1f}% above 0.5)"
+                     + (f"; not applicable for {p['not_applicable']}" if p["not_applicable"]
+                        else ""))
+    else:
+        lines.append(f"- PSIS k̂ at K={p['K']}: not applicable ({p['reason_not_applicable']})")
     e = report["ess"]
     lines.append(f"- normalized ESS at K={e['K']}: median {e['normalized_median']:.4f}, "
                  f"mean {e['normalized_mean']:.4f}")

@@ -21,7 +21,7 @@ def evaluate_run(run_dir, *, num_particles: Sequence[int] = (1, 10, 100, 1000, 5
     if limit is not None:
         x, y = x[:limit], y[:limit]
     report = evaluate(run.model, run.guide, x, y, num_particles=num_particles,
-                      batch_size=batch_size, progress=progress)
+                      batch_size=batch_size, progress=progress, levels=run.data.levels)
     report["run"] = str(run_dir)
     report["dataset"] = run.config.dataset
     paths = eval_report.write_report(report, run.dir)

@@ -24,8 +24,8 @@ from pyro import poutine
 from pyro.distributions.util import scale_and_mask
 
 from pyrovae.errors import PyroVAEError
-from pyrovae.infer.sites import (check_latents, find_data_plate, get_trace, reduce_to,
-                                 sample_sites)
+from pyrovae.infer.sites import (check_latents, check_support, find_data_plate, get_trace,
+                                 is_discrete, observed_sites, reduce_to, sample_sites)
 
 PARTICLE_PLATE = "_pyrovae_particles"
 # Working memory per chunk of particles.  Temporaries of a few tens of MB stay mostly in
@@ -44,7 +44,8 @@ class Terms:
     log_w: torch.Tensor
     log_p_obs: torch.Tensor  # log p(x | z): the observed sites
     kl_sites: dict  # name -> log q(z_s | ...) - log p(z_s | ...)
-    latents: dict  # name -> guide sample reshaped [k, batch, -1] (plain per-datapoint sites)
+    latents: dict  # name -> guide sample [k, batch, -1] (continuous per-datapoint sites)
+    discrete: bool = True  # the observed sites are pmfs
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,8 @@ class Plan:
     latents: tuple
     bytes_per_particle: int
     budget: int = CHUNK_BYTES  # working memory per chunk
+    discrete: bool = True  # every observed site is a pmf (bits/dim apply)
+    continuous: tuple = ()  # latent sites with continuous support (active units apply)
 
     def auto_chunk_size(self) -> int:
         return max(1, self.budget // (OVERHEAD * self.bytes_per_particle))
@@ -123,10 +126,14 @@ def make_plan(model, guide, args, kwargs=None, *, data_plate: str | None = None)
     guide_tr, model_tr = trace_pair(model, guide, args, kwargs)
     latents = check_latents(model_tr, guide_tr)
     frame = find_data_plate((model_tr, guide_tr), batch, data_plate)
+    check_support(model_tr)
     nesting = _nesting(model_tr, guide_tr)
     budget = CHUNK_BYTES if args[0].device.type == "cpu" else ACCELERATOR_CHUNK_BYTES
+    guide_sites = sample_sites(guide_tr)
     plan = Plan(batch, nesting, frame.dim, frame.name, False, latents,
-                _bytes_per_particle(model_tr, guide_tr), budget)
+                _bytes_per_particle(model_tr, guide_tr), budget,
+                discrete=all(is_discrete(s) for s in observed_sites(model_tr).values()),
+                continuous=tuple(n for n in latents if not is_discrete(guide_sites[n])))
     try:
         particle_terms(model, guide, args, kwargs, plan, 2)
     except (RuntimeError, ValueError, IndexError):
@@ -168,10 +175,11 @@ def particle_terms(model, guide, args, kwargs, plan: Plan, k: int) -> Terms:
     log_w = sum(log_p.values()) - sum(log_q.values())
     observed = [lp for n, lp in log_p.items() if n not in plan.latents]
     latents = {}
-    for name in plan.latents:
+    for name in plan.continuous:
         v = guide_sites[name]["value"]
         batch_numel = v.shape[:v.dim() - len(guide_sites[name]["fn"].event_shape)].numel()
         if batch_numel == k * plan.batch:  # a plain per-datapoint site (not in a nested plate)
             latents[name] = v.reshape(k, plan.batch, -1)
     return Terms(log_w=log_w, log_p_obs=sum(observed),
-                 kl_sites={n: log_q[n] - log_p[n] for n in plan.latents}, latents=latents)
+                 kl_sites={n: log_q[n] - log_p[n] for n in plan.latents}, latents=latents,
+                 discrete=plan.discrete)

@@ -60,6 +60,27 @@ class TraceGraph(TraceGraph_ELBO):
         return _with_value(-torch.as_tensor(elbo), surrogate_loss)
 
 
+class MeanField(TraceMeanField_ELBO):
+    """TraceMeanField_ELBO whose refusal of a site without an analytic KL says what to use."""
+
+    def _explain(self, run, *args, **kwargs):
+        try:
+            return run(*args, **kwargs)
+        except NotImplementedError as e:
+            raise PyroVAEError(f"meanfield needs an analytic KL for every latent site "
+                               f"({str(e).splitlines()[0][:120]}); use elbo, or tracegraph "
+                               f"for discrete latents") from None
+
+    def loss(self, model, guide, *args, **kwargs):
+        return self._explain(super().loss, model, guide, *args, **kwargs)
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        return self._explain(super().differentiable_loss, model, guide, *args, **kwargs)
+
+    def loss_and_grads(self, model, guide, *args, **kwargs):
+        return self._explain(super().loss_and_grads, model, guide, *args, **kwargs)
+
+
 # --- parameter parsing ----------------------------------------------------------
 
 class Param(NamedTuple):
@@ -154,7 +175,7 @@ def elbo(K):
 @_objective("meanfield", K1)
 def meanfield(K):
     """TraceMeanField_ELBO: analytic KL(q || p) where registered."""
-    return TraceMeanField_ELBO(**_particles(K))
+    return MeanField(**_particles(K))
 
 
 @_objective("tracegraph", K1)

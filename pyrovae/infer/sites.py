@@ -123,3 +123,25 @@ def reduce_to(log_prob: torch.Tensor, n: int, keep, name: str = "?") -> torch.Te
     keep = {k % n for k in keep}
     dims = [d for d in range(n) if d not in keep and t.shape[d] != 1]
     return t.sum(dims, keepdim=True) if dims else t
+
+
+def is_discrete(site) -> bool:
+    """Whether a sample site's distribution has discrete support (a pmf)."""
+    return bool(getattr(site["fn"].support, "is_discrete", False))
+
+
+def check_support(model_tr) -> None:
+    """Observed values must lie in their distribution's support: a Bernoulli likelihood on
+    grey-level or standardized data would give a silently wrong number."""
+    for name, site in observed_sites(model_tr).items():
+        try:
+            ok = bool(site["fn"].support.check(site["value"]).all())
+        except (NotImplementedError, RuntimeError):
+            continue  # a support torch cannot check elementwise
+        if not ok:
+            v = site["value"]
+            raise PyroVAEError(
+                f"observed site {name!r} holds values outside the support of its "
+                f"{type(site['fn']).__name__} (range [{float(v.min()):g}, {float(v.max()):g}]);"
+                f" binarize the data for a Bernoulli likelihood, or choose one for continuous "
+                f"data (--likelihood gaussian)")

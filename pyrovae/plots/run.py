@@ -40,7 +40,8 @@ def plot_loss(history: list[dict], path) -> Path:
     epochs = [r["epoch"] for r in history]
     fig, ax = plt.subplots(figsize=(5, 3.2), dpi=100)
     ax.plot(epochs, [-r["train_loss"] for r in history], label="train objective (β-ELBO)")
-    ax.plot(epochs, [r["test_elbo"] for r in history], label="test ELBO (β = 1)")
+    if all("test_elbo" in r for r in history):
+        ax.plot(epochs, [r["test_elbo"] for r in history], label="test ELBO (β = 1)")
     ax.set_xlabel("epoch")
     ax.set_ylabel("nats per datapoint")
     ax.legend()

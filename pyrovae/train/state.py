@@ -61,21 +61,21 @@ class MetricsLog:
                 f.writelines(json.dumps(r) + "\n" for r in history)
 
 
-def save_state(path, modules: dict, optimizer, *, epoch: int, history: list[dict],
-               config_json: str, rng_ranks: list) -> None:
-    """One atomic checkpoint of a loop: ``modules`` (key -> nn.Module), the optimizer and
-    every rank's random streams (``rng_ranks``, rank order; one entry in one process)."""
+def save_state(path, weights: dict, optimizer, *, epoch: int, history: list[dict],
+               config_json: str, rng_ranks: list, **extra) -> None:
+    """One atomic checkpoint of a loop: ``weights`` (key -> state dict), the optimizer, every
+    rank's random streams (``rng_ranks``, rank order; one entry in one process) and any
+    ``extra`` loop state (e.g. the position inside an interrupted epoch)."""
     checkpoint.save({"config": config_json or "{}", "optimizer": optimizer.state_dict(),
                      "epoch": epoch, "rng": rng_ranks[0], "rng_ranks": rng_ranks,
-                     "history": json.dumps(history),
-                     **{k: m.state_dict() for k, m in modules.items()}}, path)
+                     "history": json.dumps(history), **weights, **extra}, path)
 
 
-def restore_state(path, modules: dict, optimizer, *, map_location) -> dict:
-    """Load a :func:`save_state` checkpoint into ``modules`` and ``optimizer``; returns the
-    state with ``history`` decoded."""
+def restore_state(path, load_weights, optimizer, *, map_location) -> dict:
+    """Load a :func:`save_state` checkpoint: ``load_weights(state, path)`` puts the weights
+    back, the optimizer is restored here; returns the state with ``history`` decoded."""
     state = checkpoint.load(path, map_location=map_location)
-    checkpoint.load_into(modules, state, path)
+    load_weights(state, path)
     optimizer.load_state_dict(state["optimizer"])
     return {**state, "history": json.loads(state["history"]),
             "rng_ranks": state.get("rng_ranks", [state["rng"]])}

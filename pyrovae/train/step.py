@@ -107,21 +107,34 @@ def _direct(module):
     return module.forward
 
 
+def owner(fn) -> torch.nn.Module | None:
+    """The ``nn.Module`` holding ``fn``'s parameters: ``fn`` itself, or the module a bound
+    method belongs to (``vae.model`` in Pyro's VAE example); None for a plain function."""
+    if isinstance(fn, torch.nn.Module):
+        return fn
+    bound = getattr(fn, "__self__", None)
+    return bound if isinstance(bound, torch.nn.Module) else None
+
+
 class PairLoss(ELBOModule):
-    """Pyro's ELBO module (``objective(model, guide)``): ``forward(x, y)`` is the loss.
+    """Pyro's ELBO module (``objective(model, guide)``): ``forward(*args, **kwargs)`` is the
+    loss, the pair called exactly as given.
 
     This is the ``nn.Module`` that :class:`torch.nn.parallel.DistributedDataParallel`
-    wraps; ``model`` and ``guide`` stay registered submodules, so ``parameters()`` and
-    ``state_dict()`` are those of the pair.
+    wraps; the modules owning the pair (``model`` and ``guide``, or the module whose
+    methods they are) are registered submodules, so ``parameters()`` are the pair's.
     """
 
     def __init__(self, model, guide, objective):
         super().__init__(model, guide, lean_objective(objective))
+        self.owners = torch.nn.ModuleList(
+            m for m in {id(m): m for m in (owner(model), owner(guide)) if m is not None
+                        and m is not model and m is not guide}.values())
         self._calls = (_direct(model), _direct(guide))
 
-    def forward(self, x, y=None):
+    def forward(self, *args, **kwargs):
         model, guide = self._calls
-        return self.elbo.differentiable_loss(model, guide, x, y)
+        return self.elbo.differentiable_loss(model, guide, *args, **kwargs)
 
 
 def make_optimizer(params, *, lr: float) -> torch.optim.Adam:
@@ -134,7 +147,8 @@ def make_optimizer(params, *, lr: float) -> torch.optim.Adam:
 
 
 class TrainStep:
-    """``step(x, y, beta)``: one optimizer step on the pair; returns the detached loss.
+    """``step(*args, beta=1.0)``: one optimizer step on the pair called with ``args``;
+    returns the detached loss.
 
     The loss is the objective summed over the (local) batch, in nats.  Under data
     parallelism (``world.size > 1``) the loss module is wrapped by ``world.wrap`` (DDP),
@@ -155,6 +169,9 @@ class TrainStep:
         parallel = world is not None and world.size > 1
         if parallel and engine == "jit":
             raise PyroVAEError("--engine jit trains in one process; drop it under torchrun")
+        if engine == "jit" and (owner(model) is None or owner(guide) is None):
+            raise PyroVAEError("--engine jit needs a pair of nn.Modules (a trace would freeze "
+                               "a plain function's pyro.param values); use engine='eager'")
         self.forward = world.wrap(self.loss_module) if parallel else self.loss_module
         self.grad_scale = float(world.size) if parallel else 1.0
         self.optimizer = optimizer
@@ -162,24 +179,25 @@ class TrainStep:
         self.scaler = ScaleSitesMessenger()
         self.traces = {} if engine == "jit" and not self.handlers else None
 
-    def __call__(self, x, y, beta: float = 1.0) -> torch.Tensor:
+    def __call__(self, *args, beta: float = 1.0) -> torch.Tensor:
         with self._handlers(beta):
-            loss = self._traced(x, y, beta) if self.traces is not None else self.forward(x, y)
+            loss = self._traced(args, beta) if self.traces is not None else self.forward(*args)
         self.optimizer.zero_grad(set_to_none=True)
         (loss * self.grad_scale if self.grad_scale != 1.0 else loss).backward()
         self.optimizer.step()
         return loss.detach()
 
-    def _traced(self, x, y, beta: float) -> torch.Tensor:
-        inputs = (x,) if y is None else (x, y)
+    def _traced(self, inputs, beta: float) -> torch.Tensor:
+        inputs = tuple(a for a in inputs if a is not None)  # a trace takes tensors only
         key = (beta, *(tuple(t.shape) for t in inputs))
         if key not in self.traces:
             if len(self.traces) == MAX_TRACES:
                 warnings.warn("β changes from step to step: --engine jit falls back to eager")
                 self.traces = None
-                return self.forward(x, y)
+                return self.forward(*inputs)
             # tracing runs the pair once: fork the random streams so that the replay below
             # draws what an eager step would; silence trace-time notes on shape arithmetic
+            x = inputs[0]
             cuda = [x.device.index or 0] if x.device.type == "cuda" else []
             with torch.random.fork_rng(devices=cuda), warnings.catch_warnings():
                 warnings.simplefilter("ignore")

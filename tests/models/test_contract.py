@@ -57,17 +57,20 @@ def test_pair_follows_contract(model_name, guide_name):
 
 @pytest.mark.parametrize("model_name", pyro_models())
 def test_decoder_starts_at_the_pixel_frequencies(model_name):
-    """``build_pair(train_x=...)`` with the default ``output_bias="data"``: an untrained
-    decoder predicts each pixel's training frequency at z = 0's neighbourhood bias."""
+    """With the default ``output_bias="data"`` an untrained decoder's output bias is the
+    pixels' logit marginal once ``init_from_data`` ran (``fit`` calls it, once)."""
     x = torch.bernoulli(torch.rand(1, 784).expand(200, 784))
     cfg = ModelConfig(model=model_name, latent_dim=3, hidden=16)
-    model, _ = build_pair(cfg, x_dim=784, num_classes=10, train_x=x)
+    model, _ = build_pair(cfg, x_dim=784, num_classes=10)
+    model.init_from_data(x)
     last = [m for m in model.decoder.modules() if isinstance(m, torch.nn.Linear)][-1]
     p = x.mean(0).clamp(1e-3, 1 - 1e-3)
     assert torch.allclose(last.bias, torch.log(p) - torch.log1p(-p), atol=1e-5)
+    model.init_from_data(1 - x)  # once only: a second call (more training) changes nothing
+    assert torch.allclose(last.bias, torch.log(p) - torch.log1p(-p), atol=1e-5)
     plain, _ = build_pair(ModelConfig(model=model_name, latent_dim=3, hidden=16,
-                                      output_bias="default"), x_dim=784, num_classes=10,
-                          train_x=x)
+                                      output_bias="default"), x_dim=784, num_classes=10)
+    plain.init_from_data(x)
     last = [m for m in plain.decoder.modules() if isinstance(m, torch.nn.Linear)][-1]
     assert last.bias.abs().max() < 1  # PyTorch's init
     with pytest.raises(Exception, match="unknown output_bias"):

@@ -153,7 +153,7 @@ def test_two_half_batches_step_like_one_full_batch(ranks):
 def test_distributed_loss_decreases(ranks):
     history = ranks[0]["straight"]["history"]
     assert [h["epoch"] for h in history] == [1, 2, 3]
-    assert history[-1]["train_loss"] < history[0]["train_loss"] - 10
+    assert history[-1]["train_loss"] < history[0]["train_loss"] - 1  # decoders start at the data marginal
     assert history == ranks[1]["straight"]["history"]  # every rank returns rank 0's record
 
 

@@ -57,10 +57,10 @@ def test_a_training_step_never_syncs():
     step = TrainStep(model, guide, make_objective("elbo"), make_optimizer(params, lr=1e-3))
     x = torch.bernoulli(torch.full((8, 784), 0.3))
     with pyro.validation_enabled(False):
-        step(x, None, 1.0)  # the optimizer's lazy state initialisation
+        step(x, None, beta=1.0)  # the optimizer's lazy state initialisation
         with count_host_syncs() as calls:
             for beta in (1.0, 0.5):
-                step(x, None, beta)
+                step(x, None, beta=beta)
     assert calls == []
 
 

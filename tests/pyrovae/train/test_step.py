@@ -120,7 +120,7 @@ def test_train_step_applies_beta_and_updates_parameters():
             with scale_latents(beta):
                 losses[beta] = Trace_ELBO().differentiable_loss(model, guide, X, None).detach()
         torch.manual_seed(3)
-        got = step(X, None, 0.25)
+        got = step(X, None, beta=0.25)
     assert not got.requires_grad
     assert torch.allclose(got, losses[0.25], rtol=1e-6)
     assert not torch.allclose(losses[1.0], losses[0.25], rtol=1e-3)
@@ -140,7 +140,7 @@ def test_jit_engine_takes_the_same_steps_as_eager():
             losses = {}
             for engine, step in steps.items():
                 torch.manual_seed(i)  # the traced graph draws the same noise as eager
-                losses[engine] = step(x, yy, beta)
+                losses[engine] = step(x, yy, beta=beta)
             assert torch.allclose(losses["jit"], losses["eager"], rtol=1e-5)
     assert len(steps["jit"].traces) == 3  # one per (β, shapes), replayed afterwards
     for a, b in zip(params["jit"], params["eager"]):
@@ -153,7 +153,7 @@ def test_jit_engine_falls_back_to_eager_when_beta_keeps_changing():
     step = TrainStep(model, guide, Trace_ELBO(), make_optimizer(params, lr=1e-3), engine="jit")
     with pyro.validation_enabled(False), pytest.warns(UserWarning, match="falls back"):
         for beta in torch.linspace(0.1, 1.0, 6).tolist():
-            assert torch.isfinite(step(X, None, beta))
+            assert torch.isfinite(step(X, None, beta=beta))
     assert step.traces is None
 
 
