@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pyrovae.errors import PyroVAEError
+from pyrovae.errors import PyroVAEError, choose
 from pyrovae.guides.amortized import AmortizedGuide, encoder_for
 from pyrovae.registry import register
 
@@ -30,11 +30,7 @@ RAW_FOR_SCALE = {
 
 
 def scale_fn(name: str):
-    try:
-        return SCALE_FNS[name]
-    except KeyError:
-        raise PyroVAEError(f"unknown scale parameterization {name!r}; valid: "
-                           f"{', '.join(sorted(SCALE_FNS))}") from None
+    return choose(SCALE_FNS, name, "scale parameterization")
 
 
 @torch.no_grad()

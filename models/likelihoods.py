@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pyrovae.distributions import DiscretizedLogistic, IndependentBernoulli
-from pyrovae.errors import PyroVAEError
+from pyrovae.errors import choose
 
 MIN_SCALE = 1e-4
 
@@ -71,11 +71,7 @@ LIKELIHOODS = {"bernoulli": Bernoulli(), "gaussian": Gaussian(), "logistic": Log
 
 
 def likelihood(name: str):
-    try:
-        return LIKELIHOODS[name]
-    except KeyError:
-        raise PyroVAEError(f"unknown likelihood {name!r}; valid: "
-                           f"{', '.join(LIKELIHOODS)}") from None
+    return choose(LIKELIHOODS, name, "likelihood")
 
 
 @torch.no_grad()

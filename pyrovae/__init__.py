@@ -12,51 +12,45 @@ import importlib
 
 __version__ = "0.1.0"
 
-_API = {
-    # configs, construction, data, runs
-    "ModelConfig": "pyrovae.config", "TrainConfig": "pyrovae.config",
-    "RunConfig": "pyrovae.config", "build_pair": "pyrovae.build",
-    "load_dataset": "pyrovae.data", "ImageData": "pyrovae.data", "binarize": "pyrovae.data",
-    "class_names": "pyrovae.data", "IndependentBernoulli": "pyrovae.distributions",
-    "bernoulli_log_prob": "pyrovae.distributions",
-    "load_run": "pyrovae.runs", "open_run": "pyrovae.runs", "Run": "pyrovae.runs",
-    "prepare_run_dir": "pyrovae.runs", "resolve_device": "pyrovae.runs",
-    "register": "pyrovae.registry",
-    "PyroVAEError": "pyrovae.errors", "TrainingDiverged": "pyrovae.errors",
-    # inference
-    "make_objective": "pyrovae.infer.objectives", "objective_syntax": "pyrovae.infer.objectives",
-    "scale_latents": "pyrovae.infer.handlers", "scale_observed": "pyrovae.infer.handlers",
-    "BetaSchedule": "pyrovae.infer.schedules",
-    # training
-    "fit": "pyrovae.train.fit", "TrainStep": "pyrovae.train.step",
-    "PairLoss": "pyrovae.train.step", "make_optimizer": "pyrovae.train.step",
-    # evaluation
-    "evaluate": "pyrovae.evaluation.bounds", "log_likelihood_bound": "pyrovae.evaluation.bounds",
-    "log_importance_weights": "pyrovae.evaluation.bounds",
-    "elbo_terms": "pyrovae.evaluation.bounds", "iwae_from_log_weights": "pyrovae.evaluation.bounds",
-    "particle_ladder": "pyrovae.evaluation.bounds", "evaluate_run": "pyrovae.evaluation.run",
-    "write_report": "pyrovae.evaluation.report", "markdown_table": "pyrovae.evaluation.report",
-    "make_plan": "pyrovae.evaluation.weights",
-    # figures
-    "tile_images": "pyrovae.plots.tiles", "posterior_means": "pyrovae.plots.readers",
-    "decode": "pyrovae.plots.readers", "activity": "pyrovae.plots.readers",
-    "INACTIVE": "pyrovae.plots.readers", "kl_per_unit": "pyrovae.plots.readers",
-    "plot_traversal": "pyrovae.plots.latent", "plot_interpolation": "pyrovae.plots.latent",
-    "plot_class_grid": "pyrovae.plots.latent", "plot_latent_scatter": "pyrovae.plots.latent",
-    "plot_manifold": "pyrovae.plots.latent", "plot_samples": "pyrovae.plots.run",
-    "plot_reconstructions": "pyrovae.plots.run",
+_API = {  # module -> the public names it holds
+    "pyrovae.config": ("ModelConfig", "TrainConfig", "RunConfig"),
+    "pyrovae.build": ("build_pair",),
+    "pyrovae.data": ("load_dataset", "ImageData", "binarize", "class_names"),
+    "pyrovae.distributions": ("IndependentBernoulli", "DiscretizedLogistic", "bernoulli_log_prob"),
+    "pyrovae.runs": ("load_run", "open_run", "Run", "prepare_run_dir", "resolve_device"),
+    "pyrovae.registry": ("register",),
+    "pyrovae.machine": ("machine_info", "cpu_model"),
+    "pyrovae.errors": ("PyroVAEError", "TrainingDiverged", "TrainingInterrupted"),
+    "pyrovae.infer.objectives": ("make_objective", "objective_syntax"),
+    "pyrovae.infer.handlers": ("scale_latents", "scale_observed"),
+    "pyrovae.infer.schedules": ("BetaSchedule",),
+    "pyrovae.train.fit": ("fit",),
+    "pyrovae.train.step": ("TrainStep", "PairLoss", "make_optimizer"),
+    "pyrovae.evaluation.bounds": ("evaluate", "log_likelihood_bound", "log_importance_weights",
+                                  "elbo_terms", "iwae_from_log_weights", "iwae_estimate",
+                                  "particle_ladder"),
+    "pyrovae.evaluation.run": ("evaluate_run",),
+    "pyrovae.evaluation.report": ("write_report", "markdown_table"),
+    "pyrovae.evaluation.weights": ("make_plan",),
+    "pyrovae.plots.tiles": ("tile_images", "save_figure"),
+    "pyrovae.plots.readers": ("posterior_means", "decode", "activity", "INACTIVE",
+                              "kl_per_unit", "observation_mean", "prior_draws"),
+    "pyrovae.plots.latent": ("plot_traversal", "plot_interpolation", "plot_class_grid",
+                             "plot_latent_scatter", "plot_manifold"),
+    "pyrovae.plots.run": ("plot_samples", "plot_reconstructions"),
 }
+_WHERE = {name: module for module, names in _API.items() for name in names}
 
-__all__ = sorted(_API)
+__all__ = sorted(_WHERE)
 
 
 def __getattr__(name):
-    if name not in _API:
+    if name not in _WHERE:
         raise AttributeError(f"module 'pyrovae' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_API[name]), name)
+    value = getattr(importlib.import_module(_WHERE[name]), name)
     globals()[name] = value
     return value
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_API))
+    return sorted(set(globals()) | set(_WHERE))

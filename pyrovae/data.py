@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pyrovae.errors import DatasetNotFound, PyroVAEError
+from pyrovae.errors import DatasetNotFound, PyroVAEError, choose
 from pyrovae import registry
 from pyrovae.registry import register
 
@@ -192,9 +192,7 @@ def load_dataset(name: str, *, data_dir=None, device="cpu", likelihood: str = "b
     file order with a CPU generator seeded ``test_seed`` (the same stream as
     ``torch.manual_seed``), done on the CPU so every device sees the same test set.
     """
-    if likelihood not in LIKELIHOOD_TRANSFORMS:
-        raise PyroVAEError(f"unknown likelihood {likelihood!r}; valid: "
-                           f"{', '.join(LIKELIHOOD_TRANSFORMS)}")
+    transform = choose(LIKELIHOOD_TRANSFORMS, likelihood, "likelihood")
     arrays = registry.get("dataset", name)(data_dir=data_dir)
     for split in ("train", "test"):
         if len(arrays[f"{split}_x"]) != len(arrays[f"{split}_y"]):
@@ -205,7 +203,6 @@ def load_dataset(name: str, *, data_dir=None, device="cpu", likelihood: str = "b
     if grey["train"].shape[1] != 784 or grey["test"].shape[1] != 784:
         raise PyroVAEError(f"dataset {name!r}: expected 28x28 images, got "
                            f"{grey['train'].shape[1]} pixels")
-    transform = LIKELIHOOD_TRANSFORMS[likelihood]
     gen = torch.Generator().manual_seed(test_seed)
     test_x = (torch.bernoulli(grey["test"], generator=gen) if transform == "binarize" else
               dequantize(grey["test"], gen) if transform == "dequantize" else grey["test"])

@@ -9,6 +9,14 @@ class PyroVAEError(ValueError):
     """Bad input or state that the user can fix; the message says how."""
 
 
+def choose(table: dict, name, what: str):
+    """``table[name]``, or a :class:`PyroVAEError` that lists the valid names."""
+    try:
+        return table[name]
+    except (KeyError, TypeError):
+        raise PyroVAEError(f"unknown {what} {name!r}; valid: {', '.join(map(str, table))}") from None
+
+
 class DatasetNotFound(PyroVAEError, FileNotFoundError):
     """A dataset's files are not where we looked."""
 

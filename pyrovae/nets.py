@@ -12,7 +12,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from pyrovae.errors import PyroVAEError
+from pyrovae.errors import choose
 
 ACTIVATIONS = {
     "relu": nn.ReLU,
@@ -25,12 +25,7 @@ ACTIVATIONS = {
 
 
 def activation(name: str) -> nn.Module:
-    try:
-        return ACTIVATIONS[name]()
-    except KeyError:
-        raise PyroVAEError(
-            f"unknown activation {name!r}; valid: {', '.join(sorted(ACTIVATIONS))}"
-        ) from None
+    return choose(ACTIVATIONS, name, "activation")()
 
 
 class MLP(nn.Sequential):

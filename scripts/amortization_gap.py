@@ -30,8 +30,9 @@ from pathlib import Path
 
 import torch
 
-from pyrovae import elbo_terms, load_run, log_likelihood_bound
+from pyrovae import elbo_terms, load_run, log_likelihood_bound, save_figure
 from pyrovae.guides.local import LocalGuide, optimize_local
+from study import prepare
 
 
 def parse_args(argv=None):
@@ -140,16 +141,12 @@ def plot(results: list[dict], path: Path) -> None:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare(args)
     results = []
     for run_dir in args.runs:
         print(f"== {run_dir}", file=sys.stderr)

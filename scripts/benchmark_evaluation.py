@@ -29,7 +29,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -39,7 +38,7 @@ import torch
 from pyro import poutine
 from pyro.infer.importance import vectorized_importance_weights
 
-from pyrovae import ModelConfig, build_pair, evaluate, load_dataset, make_plan
+from pyrovae import ModelConfig, build_pair, cpu_model, evaluate, load_dataset, make_plan
 from pyrovae.models import VAE
 
 
@@ -151,7 +150,7 @@ def main(argv=None):
     est = {"pyro_bernoulli": t_pyro_b * n / m, "naive": t_naive * per / (nd * nk),
            "pyro_vectorized": t_vec * n / nv}
     result = {
-        "machine": platform.processor() or platform.machine(), "threads": args.threads,
+        "machine": cpu_model(), "threads": args.threads,
         "clock": "thread CPU time" if args.threads == 1 else "wall",
         "torch": torch.__version__, "pyro": pyro.__version__, "load_average": load,
         "model": f"{D}-{H}-{L} MLP VAE, Bernoulli decoder, untrained",

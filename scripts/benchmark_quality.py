@@ -29,7 +29,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -39,6 +38,7 @@ import pyro
 import torch
 
 from pyrovae import (ModelConfig, PyroVAEError, RunConfig, TrainConfig, build_pair, evaluate,
+                     machine_info,
                      fit, load_dataset, prepare_run_dir, write_report)
 
 PROTOCOLS = {  # name: (epochs, test images (None = all), K)
@@ -143,18 +143,7 @@ def run_one(cfg, data, *, init_hook, num_test, num_particles: int, run_dir: Path
 
 
 def environment(threads: int) -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if "model name" in line),
-               platform.processor())
-    return {"torch": torch.__version__, "pyro": pyro.__version__,
-            "python": platform.python_version(), "platform": platform.platform(),
-            "cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": threads}
-
-
-def _cpuinfo() -> list[str]:
-    try:
-        return Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return []
+    return {**machine_info(), "torch_threads": threads}
 
 
 def summarize(rows: list[dict]) -> dict:

@@ -44,7 +44,7 @@ from pyro.infer import SVI, Trace_ELBO
 from torch import nn
 from tqdm.auto import tqdm
 
-from pyrovae import (ModelConfig, PairLoss, TrainStep, bernoulli_log_prob, build_pair,
+from pyrovae import (ModelConfig, cpu_model, machine_info, TrainStep, bernoulli_log_prob, build_pair,
                      load_dataset, make_objective, make_optimizer, resolve_device)
 
 LOG_2PI = 1.8378770664093453
@@ -286,12 +286,7 @@ def main(argv=None):
 
 
 def _device_name(device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "cpu"
+    return machine_info(device).get("gpu") or cpu_model()
 
 
 if __name__ == "__main__":

@@ -39,7 +39,8 @@ import pyro
 import torch
 
 from pyrovae import (ModelConfig, TrainConfig, build_pair, evaluate, fit, load_dataset,
-                     log_likelihood_bound, make_objective)
+                     log_likelihood_bound, make_objective, save_figure)
+from study import prepare
 
 
 def parse_args(argv=None):
@@ -234,16 +235,12 @@ def plot(results: list[dict], snr_panel: dict, path: Path, eval_k: int) -> None:
               title="estimator SNR at fixed parameters")
     ax[2].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare(args)
     names = [n.strip() for n in args.objectives.split(",") if n.strip()]
     for n in names:
         make_objective(n)  # fail on a typo before any training

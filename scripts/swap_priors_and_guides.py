@@ -32,7 +32,8 @@ from pathlib import Path
 import torch
 
 from pyrovae import (ModelConfig, RunConfig, TrainConfig, build_pair, evaluate, fit,
-                     load_dataset, log_likelihood_bound, registry)
+                     load_dataset, log_likelihood_bound, registry, save_figure)
+from study import prepare
 
 
 def parse_args(argv=None):
@@ -177,14 +178,12 @@ def plot(results: list[dict], path: Path, eval_k: int) -> None:
         a.legend(title="guide", fontsize=8)
         a.grid(alpha=0.3, axis="y")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    prepare(args)
     priors = [s.strip() for s in args.priors.split(",") if s.strip()]
     guides = [s.strip() for s in args.guides.split(",") if s.strip()]
     for p in priors:

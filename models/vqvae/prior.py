@@ -27,11 +27,16 @@ from pyrovae.errors import PyroVAEError
 
 @dataclass(frozen=True)
 class PriorConfig:
+    """The code prior's architecture and its own training (``pyrovae train-prior``), saved
+    in the run's config.json under ``"prior"``."""
+
+    conditional: bool = option(False, "class-conditional prior: one start token per label, "
+                                      "marginalized over a uniform p(y) in the bound")
     d_model: int = option(64, "transformer width")
     layers: int = option(2, "transformer layers")
     heads: int = option(4, "attention heads")
     dropout: float = option(0.1, "dropout rate")
-    conditional: bool = option(False, "class-conditional prior (one start token per label)")
+    # trained after the VQ-VAE, on its frozen codes (models/vqvae/train.py)
     epochs: int = option(20, "passes over the training codes")
     batch_size: int = option(128, "code grids per step")
     lr: float = option(2e-3, "AdamW peak learning rate (cosine decay)")

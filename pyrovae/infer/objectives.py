@@ -32,7 +32,6 @@ import math
 from typing import Callable, NamedTuple
 
 import torch
-from pyro import poutine
 from pyro.infer import Trace_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
 
 from pyrovae import registry

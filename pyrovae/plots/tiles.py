@@ -33,10 +33,11 @@ def image_shape_of(x_dim: int) -> tuple:
     return (1, side, side)
 
 
-def save_figure(fig, path) -> Path:
+def save_figure(fig, path, *, dpi=None) -> Path:
+    """Write a matplotlib figure as PNG (folders created), close it, return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
 

@@ -15,7 +15,6 @@ so ``resume=True`` ends exactly where an uninterrupted run would have.
 """
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 

@@ -7,7 +7,10 @@ a class with ``model``/``guide`` methods and ``pyro.module`` (the layout of Pyro
 (against closed-form log p(x) where one exists), an objective, ``pyro.infer.SVI`` and
 ``pyrovae.fit``.
 """
+import functools
+import importlib.util
 import math
+from pathlib import Path
 
 import pyro
 import pyro.distributions as dist
@@ -23,47 +26,18 @@ from pyrovae import PyroVAEError, TrainConfig, evaluate, fit, log_likelihood_bou
 F64 = dict(dtype=torch.float64)
 
 
-# --- 1. Pyro's VAE example layout: nn.Module with model/guide methods, pyro.module -----
+# --- 1. Pyro's VAE example layout (scripts/pyro_example_pair.py): nn.Module with
+#        model/guide methods, pyro.module, sites latent/obs ------------------------------
 
-class Encoder(nn.Module):
-    def __init__(self, z_dim, hidden):
-        super().__init__()
-        self.fc1, self.fc21, self.fc22 = (nn.Linear(784, hidden), nn.Linear(hidden, z_dim),
-                                          nn.Linear(hidden, z_dim))
-
-    def forward(self, x):
-        h = nn.functional.softplus(self.fc1(x.reshape(-1, 784)))
-        return self.fc21(h), torch.exp(self.fc22(h))
+def _example_vae_class():
+    spec = importlib.util.spec_from_file_location("pyro_example_pair", SCRIPTS / "pyro_example_pair.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.ExampleVAE
 
 
-class Decoder(nn.Module):
-    def __init__(self, z_dim, hidden):
-        super().__init__()
-        self.fc1, self.fc21 = nn.Linear(z_dim, hidden), nn.Linear(hidden, 784)
-
-    def forward(self, z):
-        return torch.sigmoid(self.fc21(nn.functional.softplus(self.fc1(z))))
-
-
-class ExampleVAE(nn.Module):
-    def __init__(self, z_dim=4, hidden=32):
-        super().__init__()
-        self.encoder, self.decoder, self.z_dim = Encoder(z_dim, hidden), Decoder(z_dim, hidden), z_dim
-
-    def model(self, x):
-        pyro.module("decoder", self.decoder)
-        with pyro.plate("data", x.shape[0]):
-            z_loc = x.new_zeros(torch.Size((x.shape[0], self.z_dim)))
-            z = pyro.sample("latent", dist.Normal(z_loc, torch.ones_like(z_loc)).to_event(1))
-            img = self.decoder(z)
-            pyro.sample("obs", dist.Bernoulli(img, validate_args=False).to_event(1),
-                        obs=x.reshape(-1, 784))
-
-    def guide(self, x):
-        pyro.module("encoder", self.encoder)
-        with pyro.plate("data", x.shape[0]):
-            z_loc, z_scale = self.encoder(x)
-            pyro.sample("latent", dist.Normal(z_loc, z_scale).to_event(1))
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+ExampleVAE = functools.partial(_example_vae_class(), z_dim=4, hidden=32)
 
 
 @pytest.fixture

@@ -1,21 +1,14 @@
 """scripts/compare_objectives.py end to end on the embedded sample, at toy sizes."""
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
 from pyrovae.errors import PyroVAEError
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "compare_objectives.py"
-
 
 @pytest.fixture(scope="module")
-def study():
-    spec = importlib.util.spec_from_file_location("compare_objectives", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def study(load_script):
+    return load_script("compare_objectives")
 
 
 def toy(out, *extra):

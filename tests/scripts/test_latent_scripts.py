@@ -1,20 +1,8 @@
 """scripts/latent_regularization.py and scripts/beta_sweep.py end to end, at toy sizes."""
-import importlib.util
 import json
-from pathlib import Path
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
-
-
-def load(name):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_latent_regularization(tmp_path):
-    script = load("latent_regularization")
+def test_latent_regularization(tmp_path, load_script):
+    script = load_script("latent_regularization")
     assert script.main(["--epochs", "1", "--hidden", "16", "--batch-size", "500",
                         "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"),
                         "--no-progress"]) == 0
@@ -27,8 +15,8 @@ def test_latent_regularization(tmp_path):
     assert (tmp_path / "runs" / "elbo" / "checkpoint.pt").is_file()
 
 
-def test_beta_sweep(tmp_path):
-    script = load("beta_sweep")
+def test_beta_sweep(tmp_path, load_script):
+    script = load_script("beta_sweep")
     assert script.main(["--betas", "1,8", "--epochs", "1", "--latent-dim", "3", "--hidden", "16",
                         "--eval-k", "4", "--batch-size", "500",
                         "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"),

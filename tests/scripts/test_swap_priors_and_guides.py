@@ -1,22 +1,10 @@
 """scripts/swap_priors_and_guides.py and scripts/amortization_gap.py end to end, at toy sizes."""
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
-
-
-def load(name):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_grid_then_amortization_gap(tmp_path):
-    swap = load("swap_priors_and_guides")
+def test_grid_then_amortization_gap(tmp_path, load_script):
+    swap = load_script("swap_priors_and_guides")
     out = tmp_path / "swap"
     assert swap.main(["--priors", "standard,vamp", "--guides", "diagonal", "--epochs", "1",
                       "--train-limit", "200", "--eval-limit", "12", "--eval-k", "8",
@@ -31,7 +19,7 @@ def test_grid_then_amortization_gap(tmp_path):
     assert "vs_standard" in results[1] and "vs_standard" not in results[0]
     assert (out / "swap.png").stat().st_size > 0 and "| vamp | diagonal |" in (out / "swap.md").read_text()
 
-    gap = load("amortization_gap")
+    gap = load_script("amortization_gap")
     assert gap.main([str(out / "standard-diagonal"), "--n-test", "6", "--steps", "20",
                      "--elbo-samples", "20", "--eval-k", "20", "--out", str(tmp_path / "gap"),
                      "--no-progress"]) == 0
@@ -40,8 +28,8 @@ def test_grid_then_amortization_gap(tmp_path):
     assert r["guide"] == "diagonal"
 
 
-def test_a_typo_in_a_prior_name_fails_before_training(tmp_path):
+def test_a_typo_in_a_prior_name_fails_before_training(tmp_path, load_script):
     from pyrovae.errors import PyroVAEError
 
     with pytest.raises(PyroVAEError, match="valid priors"):
-        load("swap_priors_and_guides").main(["--priors", "vampp", "--out", str(tmp_path)])
+        load_script("swap_priors_and_guides").main(["--priors", "vampp", "--out", str(tmp_path)])

@@ -1,5 +1,4 @@
 """VQ-VAE: quantizer, EMA codebook, dead-code restart, causal prior and the nats bound."""
-import math
 
 import pytest
 import torch

@@ -16,14 +16,6 @@ SMALL = VQVAEConfig(num_codes=16, code_dim=4, channels=16)
 TINY_PRIOR = PriorConfig(d_model=16, layers=1, heads=2, dropout=0.0)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny convolutions gain nothing from intra-op threads, and on a busy machine two
-    # spinning threads cost ~10x the CPU time of one (measured here); restored afterwards
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,6 @@ from pyrovae.cli import main
 TINY = ["--epochs", "1", "--latent-dim", "4", "--hidden", "32", "--no-progress"]
 
 
-def run(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
@@ -29,13 +24,13 @@ def test_train_writes_the_run_directory(trained_run):
     assert cfg["model"]["latent_dim"] == 4 and cfg["dataset"] == "mnist-sample"
 
 
-def test_sample_command(trained_run, capsys, tmp_path):
-    code, out, _ = run(capsys, "sample", str(trained_run), "--out", str(tmp_path / "s.png"))
+def test_sample_command(trained_run, cli, tmp_path):
+    code, out, _ = cli("sample", str(trained_run), "--out", str(tmp_path / "s.png"))
     assert code == 0 and (tmp_path / "s.png").stat().st_size > 0
 
 
-def test_resume_extends_a_finished_run(trained_run, capsys):
-    code, out, _ = run(capsys, "train", "--run-dir", str(trained_run), "--resume",
+def test_resume_extends_a_finished_run(trained_run, cli):
+    code, out, _ = cli("train", "--run-dir", str(trained_run), "--resume",
                        "--epochs", "2", "--no-progress")
     assert code == 0 and "epoch 2:" in out
     lines = (trained_run / "metrics.jsonl").read_text().splitlines()
@@ -54,43 +49,43 @@ def test_resume_extends_a_finished_run(trained_run, capsys):
     (["train", "--device", "tpu"], "unknown device"),
     (["sample", "/nonexistent/run"], "does not exist"),
 ])
-def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, argv, message):
+def test_bad_input_is_one_line_and_exit_2(cli, tmp_path, argv, message):
     if argv[0] == "train":
         argv = argv + ["--run-dir", str(tmp_path / "r")]
-    code, _, err = run(capsys, *argv)
+    code, _, err = cli(*argv)
     assert code == 2
     assert err.startswith("pyrovae: error: ") and err.count("\n") == 1
     assert __import__("re").search(message, err), err
 
 
-def test_existing_run_dir_is_not_overwritten(trained_run, capsys):
+def test_existing_run_dir_is_not_overwritten(trained_run, cli):
     before = (trained_run / "checkpoint.pt").read_bytes()
-    code, _, err = run(capsys, "train", "--run-dir", str(trained_run), *TINY)
+    code, _, err = cli("train", "--run-dir", str(trained_run), *TINY)
     assert code == 2 and "already exists" in err and "--resume" in err
     assert (trained_run / "checkpoint.pt").read_bytes() == before
 
 
-def test_corrupt_checkpoint_is_one_line(trained_run, capsys, tmp_path):
+def test_corrupt_checkpoint_is_one_line(trained_run, cli, tmp_path):
     import shutil
 
     broken = tmp_path / "broken"
     shutil.copytree(trained_run, broken)
     data = (broken / "checkpoint.pt").read_bytes()
     (broken / "checkpoint.pt").write_bytes(data[: len(data) // 3])
-    code, _, err = run(capsys, "sample", str(broken))
+    code, _, err = cli("sample", str(broken))
     assert code == 2 and "corrupt or truncated" in err
-    code, _, err = run(capsys, "train", "--run-dir", str(broken), "--resume", "--no-progress")
+    code, _, err = cli("train", "--run-dir", str(broken), "--resume", "--no-progress")
     assert code == 2 and "corrupt or truncated" in err
 
 
-def test_resume_without_checkpoint(capsys, tmp_path):
-    code, _, err = run(capsys, "train", "--run-dir", str(tmp_path / "none"), "--resume")
+def test_resume_without_checkpoint(cli, tmp_path):
+    code, _, err = cli("train", "--run-dir", str(tmp_path / "none"), "--resume")
     assert code == 2 and "no checkpoint" in err
 
 
-def test_demo_smoke(capsys, tmp_path):
+def test_demo_smoke(cli, tmp_path):
     """What `make demo` runs, at tiny size: train, evaluate, report where things are."""
-    code, out, _ = run(capsys, "demo", "--run-dir", str(tmp_path / "demo"), "--epochs", "1",
+    code, out, _ = cli("demo", "--run-dir", str(tmp_path / "demo"), "--epochs", "1",
                        "--max-k", "10", "--eval-limit", "16")
     assert code == 0
     assert "demo done: test ELBO" in out and "IWAE_10" in out

@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pyrovae.plots import latent as lp, readers
+from pyrovae.plots import latent as lp
 from pyrovae.cli import main
 from pyrovae.build import build_pair
 from pyrovae.config import ModelConfig
