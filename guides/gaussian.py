@@ -7,27 +7,12 @@ import math
 
 import pyro.distributions as dist
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from pyrovae.errors import PyroVAEError, choose
 from pyrovae.guides.amortized import AmortizedGuide, encoder_for
+from pyrovae.nets import RAW_FOR_SCALE, SCALE_FNS
 from pyrovae.registry import register
-
-# sigma = softplus(raw) is bounded-gradient and never overflows; exp(raw / 2) is the
-# log-variance convention of Kingma & Welling.  Both are offered; see the README.
-SCALE_FNS = {
-    "softplus": lambda raw: F.softplus(raw) + 1e-5,
-    "exp": lambda raw: torch.exp(0.5 * raw),
-}
-
-
-# the raw value r with SCALE_FNS[name](r) == sigma, to start a guide at a chosen sigma
-RAW_FOR_SCALE = {
-    "softplus": lambda sigma: math.log(math.expm1(sigma - 1e-5)),
-    "exp": lambda sigma: 2.0 * math.log(sigma),
-}
-
 
 def scale_fn(name: str):
     return choose(SCALE_FNS, name, "scale parameterization")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from pyrovae import registry
 from pyrovae.config import ModelConfig
-from pyrovae.errors import PyroVAEError
 
 
 def model_takes_labels(name: str) -> bool:
@@ -28,8 +27,6 @@ def build_pair(cfg: ModelConfig, *, x_dim: int, num_classes: int = 10):
     :param x_dim: size of a flattened datapoint.
     :param num_classes: label classes of the data (conditional models only).
     """
-    if cfg.output_bias not in ("data", "default"):
-        raise PyroVAEError(f"unknown output_bias {cfg.output_bias!r}; valid: data, default")
     classes = num_classes if model_takes_labels(cfg.model) else 0
     guide = registry.get("guide", cfg.guide)(cfg, x_dim=x_dim, num_classes=classes)
     prior = registry.get("prior", cfg.prior)(cfg, x_dim=x_dim, num_classes=classes, guide=guide)

@@ -7,9 +7,11 @@ bookkeeping out of the inner loop, and nothing in a model hard-codes a size.
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pyrovae.errors import choose
@@ -26,6 +28,21 @@ ACTIVATIONS = {
 
 def activation(name: str) -> nn.Module:
     return choose(ACTIVATIONS, name, "activation")()
+
+
+# sigma = softplus(raw) is bounded-gradient and never overflows; exp(raw / 2) is the
+# log-variance convention of Kingma & Welling.  Both are offered; see the README.
+SCALE_FNS = {
+    "softplus": lambda raw: F.softplus(raw) + 1e-5,
+    "exp": lambda raw: torch.exp(0.5 * raw),
+}
+
+
+# the raw value r with SCALE_FNS[name](r) == sigma, to start a guide at a chosen sigma
+RAW_FOR_SCALE = {
+    "softplus": lambda sigma: math.log(math.expm1(sigma - 1e-5)),
+    "exp": lambda sigma: 2.0 * math.log(sigma),
+}
 
 
 class MLP(nn.Sequential):

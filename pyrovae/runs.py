@@ -7,8 +7,12 @@ VQ-VAE plugin -- comes here; nothing reaches into the command line for it.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 import shutil
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -64,30 +68,92 @@ def resolve_device(name: str) -> torch.device:
 
 
 def prepare_run_dir(path, *, resume: bool, overwrite: bool) -> Path:
-    """The directory to train into: an existing one only with ``resume`` or ``overwrite``."""
+    """The directory to train into: an existing one only with ``resume`` or ``overwrite``;
+    a one-line error when it is a file, cannot be created or is not writable."""
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise PyroVAEError(f"--run-dir {path} is a file, not a directory; choose another path")
     if resume:
         if not (path / "checkpoint.pt").is_file():
             raise PyroVAEError(f"--resume: no checkpoint in {path}; start a new run without --resume")
-        return path
-    if path.exists() and any(path.iterdir()):
+    elif path.exists() and any(path.iterdir()):
         if not overwrite:
             raise PyroVAEError(f"run directory {path} already exists; pass --resume to continue it, "
                                f"--overwrite to replace it, or choose another --run-dir")
-        shutil.rmtree(path)
-    path.mkdir(parents=True, exist_ok=True)
+        try:
+            shutil.rmtree(path)
+        except OSError as e:
+            raise PyroVAEError(f"--overwrite: cannot remove {path} ({e.strerror})") from None
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PyroVAEError(f"cannot create run directory {path} ({e.strerror}); choose another "
+                           f"--run-dir") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise PyroVAEError(f"run directory {path} is not writable; fix its permissions or "
+                           f"choose another --run-dir")
     return path
 
 
+_HELD: dict[str, int] = {}  # lock files this process holds -> how many times
+
+
+@contextlib.contextmanager
+def run_lock(run_dir):
+    """Hold ``.<name>.lock`` beside ``run_dir`` (an flock, released when the process dies,
+    even by kill -9) so two processes never train into, or overwrite, one run at once."""
+    run_dir = Path(run_dir).absolute()
+    lock = run_dir.parent / f".{run_dir.name}.lock"
+    key = str(lock)
+    if key in _HELD:  # re-entered by this process (the CLI around fit, then fit)
+        _HELD[key] += 1
+        try:
+            yield
+        finally:
+            _HELD[key] -= 1
+        return
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        f = open(lock, "a+")
+    except OSError as e:
+        raise PyroVAEError(f"cannot lock run directory {run_dir} ({e.strerror}); choose another "
+                           f"--run-dir") from None
+    try:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise PyroVAEError(f"run directory {run_dir} is in use by {holder}; wait for it to "
+                               f"finish or choose another --run-dir") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"process {os.getpid()} on {socket.gethostname()}")
+        f.flush()
+        _HELD[key] = 1
+        try:
+            yield
+        finally:
+            del _HELD[key]
+            fcntl.flock(f, fcntl.LOCK_UN)
+    finally:
+        f.close()
+
+
 def read_raw_config(run_dir) -> dict:
-    """``config.json`` of a run as a dict; a one-line error when it is missing or not JSON."""
+    """``config.json`` of a run as a dict; a one-line error when it is missing, truncated
+    or not a JSON object."""
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         raise PyroVAEError(f"{run_dir} is not a pyrovae run directory (no config.json)")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise PyroVAEError(f"{path} is not valid JSON: {e}") from None
+        raw = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise PyroVAEError(f"{path} is not valid JSON (truncated or corrupt: {e}); restore it "
+                           f"or start a new run") from None
+    if not isinstance(raw, dict):
+        raise PyroVAEError(f"{path} holds a JSON {type(raw).__name__}, not a run configuration")
+    return raw
 
 
 def read_config(run_dir) -> RunConfig:

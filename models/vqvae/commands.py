@@ -86,7 +86,6 @@ class VQVAERunner:
 def add_prior_flags(p) -> None:
     p.add_argument("run", help="a VQ-VAE run directory (pyrovae train --model vqvae)")
     add_config_flags(p, PriorConfig)
-    p.add_argument("--seed", type=int, default=0, help="seed of initialization and order")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--resume", action="store_true", help="continue RUN/prior.pt")
     p.add_argument("--overwrite", action="store_true", help="replace an existing RUN/prior.pt")
@@ -109,19 +108,19 @@ def cmd_train_prior(args) -> int:
         pcfg = PriorConfig(**given(args, PriorConfig))
     prior = build_prior(pcfg, num_codes=run.model.num_codes, grid_shape=run.model.grid_shape,
                         num_classes=run.data.num_classes)
-    raw = {**run.raw, "prior": {**dataclasses.asdict(pcfg), "seed": args.seed}}
+    raw = {**run.raw, "prior": dataclasses.asdict(pcfg)}
     write_config(run.dir, raw)
     print(f"training a {'class-conditional ' if pcfg.conditional else ''}causal-transformer "
           f"prior ({pcfg.layers} layers, d={pcfg.d_model}) on the codes of {run.dir}")
     history = train_prior(prior, run.model, run.data, epochs=pcfg.epochs,
-                          batch_size=pcfg.batch_size, lr=pcfg.lr, seed=args.seed,
+                          batch_size=pcfg.batch_size, lr=pcfg.lr, seed=pcfg.seed,
                           run_dir=run.dir, config_json=json.dumps(raw), resume=args.resume,
                           progress=not args.no_progress)
     prior.eval()
-    figures = [write_samples(run.model, prior, run.dir / "samples.png", seed=args.seed)]
+    figures = [write_samples(run.model, prior, run.dir / "samples.png", seed=pcfg.seed)]
     if prior.conditional:
         figures.append(write_samples(run.model, prior, run.dir / "class_grid.png",
-                                     by_class=True, seed=args.seed, names=_names(run)))
+                                     by_class=True, seed=pcfg.seed, names=_names(run)))
     last = history[-1]
     print(f"epoch {last['epoch']}: test -log p(codes) {last['test_nll']:.2f} nats per image")
     print("figures: " + ", ".join(str(f) for f in figures))

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pyrovae.checks import Int, OneOf, Real, validate
 from pyrovae.config import option
 from pyrovae.errors import PyroVAEError
 from pyrovae.models.vqvae.quantizer import VectorQuantizer
@@ -29,16 +30,22 @@ class VQVAEConfig:
     """Sizes and codebook options; stored beside the run's RunConfig under ``"vqvae"``."""
 
     # 4: the best nats bound of K = 2, 4, 8, 16, 128 on mnist-sample (docs/vqvae.md)
-    num_codes: int = option(4, "VQ-VAE codebook size K")
-    code_dim: int = option(16, "VQ-VAE code vector dimension D")
-    channels: int = option(64, "VQ-VAE convolution channels")
-    res_blocks: int = option(1, "VQ-VAE residual blocks in encoder and decoder")
-    quantizer: str = option("ema", "VQ-VAE codebook learning: ema (moving averages) or loss")
-    decay: float = option(0.99, "VQ-VAE EMA decay of the codebook statistics")
-    commitment: float = option(0.25, "VQ-VAE commitment loss weight")
-    restart_every: int = option(20, "VQ-VAE steps between dead-code restarts (0: never)")
+    num_codes: int = option(4, "VQ-VAE codebook size K", Int(low=2))
+    code_dim: int = option(16, "VQ-VAE code vector dimension D", Int(low=1))
+    channels: int = option(64, "VQ-VAE convolution channels", Int(low=1))
+    res_blocks: int = option(1, "VQ-VAE residual blocks in encoder and decoder", Int(low=0))
+    quantizer: str = option("ema", "VQ-VAE codebook learning: ema (moving averages) or loss",
+                            OneOf(("ema", "loss")))
+    decay: float = option(0.99, "VQ-VAE EMA decay of the codebook statistics",
+                          Real(low=0, high=1, below=True))
+    commitment: float = option(0.25, "VQ-VAE commitment loss weight", Real(low=0))
+    restart_every: int = option(20, "VQ-VAE steps between dead-code restarts (0: never)",
+                                Int(low=0))
     restart_threshold: float = option(1.0, "VQ-VAE usage (vectors per batch) below which a "
-                                           "code is restarted")
+                                           "code is restarted", Real(low=0))
+
+    def __post_init__(self):
+        validate(self)
 
 
 class ResBlock(nn.Module):

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from pyrovae.checks import Int, Real, validate
 from pyrovae.config import option
 from pyrovae.errors import PyroVAEError
 
@@ -32,14 +33,21 @@ class PriorConfig:
 
     conditional: bool = option(False, "class-conditional prior: one start token per label, "
                                       "marginalized over a uniform p(y) in the bound")
-    d_model: int = option(64, "transformer width")
-    layers: int = option(2, "transformer layers")
-    heads: int = option(4, "attention heads")
-    dropout: float = option(0.1, "dropout rate")
+    d_model: int = option(64, "transformer width", Int(low=1))
+    layers: int = option(2, "transformer layers", Int(low=1))
+    heads: int = option(4, "attention heads (a divisor of --d-model)", Int(low=1))
+    dropout: float = option(0.1, "dropout rate", Real(low=0, high=1, below=True))
     # trained after the VQ-VAE, on its frozen codes (models/vqvae/train.py)
-    epochs: int = option(20, "passes over the training codes")
-    batch_size: int = option(128, "code grids per step")
-    lr: float = option(2e-3, "AdamW peak learning rate (cosine decay)")
+    epochs: int = option(20, "passes over the training codes", Int(low=1))
+    batch_size: int = option(128, "code grids per step", Int(low=1))
+    lr: float = option(2e-3, "AdamW peak learning rate (cosine decay)", Real(low=0, strict=True))
+    seed: int = option(0, "seed of initialization, order and samples", Int(low=0))
+
+    def __post_init__(self):
+        validate(self)
+        if self.d_model % self.heads:
+            raise PyroVAEError(f"PriorConfig.heads (--heads) = {self.heads} must divide "
+                               f"--d-model = {self.d_model}")
 
 
 class CodePrior(nn.Module):

@@ -22,7 +22,9 @@ from tqdm.auto import tqdm
 from pyrovae.checkpoint import load_into
 from pyrovae.config import TrainConfig
 from pyrovae.data import ImageData
+from pyrovae.errors import TrainingInterrupted
 from pyrovae.models.vqvae.quantizer import perplexity
+from pyrovae.train.signals import StopRequests
 from pyrovae.train.state import (MetricsLog, check_finite, restore_state, rng_state,
                                  save_state, set_rng_state)
 
@@ -67,6 +69,14 @@ class _Checkpoints:
         self.metrics.rewrite(state["history"])
         return int(state["epoch"]), state["history"]
 
+    def stop_if_requested(self, stop, epoch: int) -> None:
+        """SIGTERM / Ctrl-C: stop between steps; the last epoch's checkpoint is kept."""
+        if stop.signum is not None:
+            kept = (f"the last checkpoint (end of epoch {epoch}) is kept in {self.path.parent}"
+                    if self.path is not None and epoch else "nothing was saved")
+            raise TrainingInterrupted(f"training stopped by {stop.name}; {kept}; continue "
+                                      f"with --resume", stop.signum)
+
     def save(self, epoch: int, history: list[dict]) -> None:
         if self.path is not None:
             save_state(self.path, {k: m.state_dict() for k, m in self.modules.items()},
@@ -97,7 +107,7 @@ def train_vqvae(model, data: ImageData, cfg: TrainConfig, *, restart_every: int 
     steps = math.ceil(n / bs)
     bar = tqdm(total=(cfg.epochs - start) * steps, disable=not progress, desc="train vqvae",
                unit="step", dynamic_ncols=True)
-    with bar:
+    with bar, StopRequests() as stop:
         for epoch in range(start, cfg.epochs):
             model.train()
             t0 = time.perf_counter()
@@ -121,6 +131,7 @@ def train_vqvae(model, data: ImageData, cfg: TrainConfig, *, restart_every: int 
                     restarts += model.quantizer.restart_dead_codes(
                         out["z_e"], threshold=restart_threshold, generator=gen)
                 bar.update()
+                ckpt.stop_if_requested(stop, epoch)
                 if (i + 1) % cfg.log_every == 0:
                     value = float(loss.detach())
                     check_finite(value, epoch, run_dir)
@@ -163,7 +174,7 @@ def train_prior(prior, model, data: ImageData, *, epochs: int, batch_size: int, 
     y_of = (lambda y: y) if prior.conditional else (lambda y: None)
     bar = tqdm(total=(epochs - start) * steps, disable=not progress, desc="train prior",
                unit="step", dynamic_ncols=True)
-    with bar:
+    with bar, StopRequests() as stop:
         for epoch in range(start, epochs):
             t0 = time.perf_counter()
             codes = encode_all(model, torch.bernoulli(data.train_x, generator=gen))
@@ -183,6 +194,7 @@ def train_prior(prior, model, data: ImageData, *, epochs: int, batch_size: int, 
                 optimizer.step()
                 total += nll.detach().sum()
                 bar.update()
+                ckpt.stop_if_requested(stop, epoch)
             check_finite(float(total), epoch, run_dir)
             prior.eval()
             with torch.no_grad():

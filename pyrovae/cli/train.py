@@ -13,12 +13,10 @@ from pyrovae.config import ModelConfig, RunConfig, TrainConfig
 from pyrovae.data import load_dataset
 from pyrovae.evaluation.run import evaluate_run
 from pyrovae.errors import PyroVAEError
-from pyrovae.infer.objectives import make_objective
-from pyrovae.infer.schedules import BetaSchedule
 from pyrovae.options import add_config_flags, config_from_args
 from pyrovae.plots.run import plot_training_figures
 from pyrovae.registry import Command
-from pyrovae.runs import prepare_run_dir, read_config, resolve_device, write_config
+from pyrovae.runs import prepare_run_dir, read_config, resolve_device, run_lock, write_config
 from pyrovae.train import distributed
 from pyrovae.train.fit import fit
 
@@ -49,6 +47,13 @@ def run_config_from_args(args) -> RunConfig:
 def cmd_train(args) -> int:
     cfg = run_config_from_args(args)
     run_dir = Path(args.run_dir or f"runs/{cfg.model.model}-{cfg.dataset}")
+    if distributed.launched(os.environ) and int(os.environ.get("RANK", "0")) != 0:
+        return _train(args, cfg, run_dir)  # only rank 0 writes, so only rank 0 locks
+    with run_lock(run_dir):  # a second process gets a one-line error naming this one
+        return _train(args, cfg, run_dir)
+
+
+def _train(args, cfg: RunConfig, run_dir: Path) -> int:
     if args.resume:
         prepare_run_dir(run_dir, resume=True, overwrite=False)
         old = read_config(run_dir)
@@ -61,8 +66,6 @@ def cmd_train(args) -> int:
         if distributed.launched(os.environ):
             raise PyroVAEError(f"{cfg.model.model} trains in one process; run it without torchrun")
         return runner.train(args, cfg, run_dir)
-    objective = make_objective(cfg.train.objective)  # a typo fails before any folder is touched
-    BetaSchedule.from_config(cfg.train)
     # under torchrun: one process per device, data-parallel (see pyrovae/train/distributed.py)
     world, device = distributed.setup(os.environ, resolve_device(cfg.train.device))
     data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, device=device,
@@ -77,7 +80,7 @@ def cmd_train(args) -> int:
               f"{f' x {world.size} processes' if world.size > 1 else ''}, "
               f"objective {cfg.train.objective}; run directory {run_dir}")
     history = fit(model, guide, data, cfg.train, run_dir=run_dir, config_json=cfg.to_json(),
-                  resume=args.resume, progress=not args.no_progress, objective=objective)
+                  resume=args.resume, progress=not args.no_progress)
     if not world.is_main:
         return 0
     figures = plot_training_figures(model, guide, data, history, run_dir,

@@ -15,6 +15,7 @@ so ``resume=True`` ends exactly where an uninterrupted run would have.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -23,13 +24,13 @@ import torch
 from tqdm.auto import tqdm
 
 from pyrovae.config import TrainConfig
-from pyrovae.errors import PyroVAEError, TrainingInterrupted
+from pyrovae.errors import CheckpointError, PyroVAEError, TrainingInterrupted
 from pyrovae.evaluation.bounds import elbo_terms
 from pyrovae.infer.objectives import make_objective
 from pyrovae.infer.schedules import BetaSchedule
 from pyrovae.evaluation.weights import trace_pair
-from pyrovae.infer.sites import check_support, pair_args
-from pyrovae.runs import resolve_device
+from pyrovae.infer.sites import check_support, pair_args, sample_sites
+from pyrovae.runs import resolve_device, run_lock
 from pyrovae.train import distributed
 from pyrovae.train.batches import TensorBatches, make_batches, takes_two_arguments
 from pyrovae.train.params import PairParameters
@@ -122,77 +123,89 @@ def fit(model, guide, data, cfg: TrainConfig, *, test_data=None, run_dir=None,
     run_dir = Path(run_dir) if run_dir is not None else None
     ckpt_path = run_dir / "checkpoint.pt" if run_dir else None
     metrics = MetricsLog(run_dir if world.is_main else None)
-    if resume:
-        state = restore_state(ckpt_path, pair.load_state_dict, optimizer, map_location=device)
-        history, start_epoch = state["history"], int(state["epoch"])
-        partial = state.get("partial")
-        _restore_rng(state["rng_ranks"], gen, world, cfg.seed + start_epoch)
-        metrics.rewrite(history)  # drop lines written after the checkpoint
-    else:
-        _init_from_data(model, data, batches)
-
-    def checkpoint(epoch: int, **extra) -> None:
-        rng = world.gather(rng_state(gen))
+    locked = contextlib.ExitStack()  # one process trains into a run directory at a time
+    if run_dir is not None and world.is_main:
+        locked.enter_context(run_lock(run_dir))
+    with locked:
         if run_dir is not None and world.is_main:
-            save_state(ckpt_path, pair.state_dict(), optimizer, epoch=epoch, history=history,
-                       config_json=config_json, rng_ranks=rng, **extra)
+            run_dir.mkdir(parents=True, exist_ok=True)
+        if resume:
+            state = restore_state(ckpt_path, pair.load_state_dict, optimizer, map_location=device)
+            history, start_epoch = state["history"], int(state["epoch"])
+            partial = state.get("partial")
+            _restore_rng(state["rng_ranks"], gen, world, cfg.seed + start_epoch)
+            metrics.rewrite(history)  # drop lines written after the checkpoint
+        else:
+            _init_from_data(model, data, batches)
 
-    steps = batches.steps
-    done = partial["step"] if partial else 0
-    bar = tqdm(total=(cfg.epochs - start_epoch) * steps - done,
-               disable=not (progress and world.is_main), desc="train", unit="step",
-               dynamic_ncols=True)
-    # distribution argument checks cost ~10% per step; inputs were validated once upstream
-    with pyro.validation_enabled(False), bar, StopRequests() as stop:
-        for epoch in range(start_epoch, cfg.epochs):
-            pair.train()
-            t0 = time.perf_counter()
-            if partial:  # an interrupted epoch continues where it stopped
-                perm, first, total, seen = (partial["perm"], partial["step"],
-                                            partial["total"].to(device), partial["seen"])
-                partial = None
-            else:
-                perm, first, total, seen = batches.order(gen), 0, torch.zeros((), device=device), 0
-            for i in range(first, steps):
-                args = batches.batch(perm, i, gen)
-                beta = schedule(epoch + i / steps)
-                loss = step(*args, beta=beta)
-                total += loss
-                count = batches.size(i) or len(args[0])
-                seen += count
-                bar.update()
-                last = i + 1 == steps
-                if (i + 1) % cfg.log_every == 0:  # the only host sync inside an epoch
-                    value = float(world.sum(loss)) / count
-                    check_finite(value, epoch, run_dir)
-                    bar.set_postfix(epoch=epoch + 1, loss=f"{value:.2f}", beta=f"{beta:.3g}")
-                if not last and stop.agreed(world, step=i + 1, sync_every=cfg.log_every):
-                    if isinstance(batches, TensorBatches):
-                        checkpoint(epoch, partial={"step": i + 1, "perm": perm, "total": total,
-                                                   "seen": seen})
-                    raise _interrupted(stop, epoch, i + 1, steps, run_dir,
-                                       saved=isinstance(batches, TensorBatches))
-            train_loss = float(world.sum(total)) / (batches.seen or seen)
-            check_finite(train_loss, epoch, run_dir)
-            seconds = time.perf_counter() - t0
-            pair.train(False)
-            record = None
-            if world.is_main:
-                record = {"epoch": epoch + 1, "step": (epoch + 1) * steps,
-                          "beta": schedule(epoch + 1 - 1e-9), "train_loss": train_loss}
-                if test is not None:
-                    record.update(test_metrics(model, guide, *test,
-                                               batch_size=cfg.eval_batch_size))
-                    bar.set_postfix(epoch=epoch + 1, test_elbo=f"{record['test_elbo']:.2f}")
-                record["seconds"] = seconds
-            history.append(world.from_main(record))
-            checkpoint(epoch + 1)
-            if world.is_main:
-                metrics.append(history[-1])
-            if stop.agreed(world, step=0, sync_every=1) and epoch + 1 < cfg.epochs:
-                raise _interrupted(stop, epoch + 1, 0, steps, run_dir, saved=True)
-    world.barrier()  # when fit returns on any rank, rank 0's files are written
-    return history
+        def checkpoint(epoch: int, **extra) -> None:
+            rng = world.gather(rng_state(gen))
+            if run_dir is not None and world.is_main:
+                try:
+                    save_state(ckpt_path, pair.state_dict(), optimizer, epoch=epoch,
+                               history=history, config_json=config_json, rng_ranks=rng, **extra)
+                except OSError as e:  # a full disk, an I/O error: the old file is untouched
+                    raise CheckpointError(
+                        f"cannot write {ckpt_path} ({e.strerror or e}); the previous checkpoint "
+                        f"is intact: free space and continue with --resume") from None
+
+        steps = batches.steps
+        done = partial["step"] if partial else 0
+        bar = tqdm(total=(cfg.epochs - start_epoch) * steps - done,
+                   disable=not (progress and world.is_main), desc="train", unit="step",
+                   dynamic_ncols=True)
+        # distribution argument checks cost ~10% per step; inputs were validated once upstream
+        with pyro.validation_enabled(False), bar, StopRequests() as stop:
+            for epoch in range(start_epoch, cfg.epochs):
+                pair.train()
+                t0 = time.perf_counter()
+                if partial:  # an interrupted epoch continues where it stopped
+                    perm, first, total, seen = (partial["perm"], partial["step"],
+                                                partial["total"].to(device), partial["seen"])
+                    partial = None
+                else:
+                    perm, first, total, seen = batches.order(gen), 0, torch.zeros((), device=device), 0
+                for i in range(first, steps):
+                    args = batches.batch(perm, i, gen)
+                    beta = schedule(epoch + i / steps)
+                    loss = step(*args, beta=beta)
+                    total += loss
+                    count = batches.size(i) or len(args[0])
+                    seen += count
+                    bar.update()
+                    last = i + 1 == steps
+                    if (i + 1) % cfg.log_every == 0:  # the only host sync inside an epoch
+                        value = float(world.sum(loss)) / count
+                        check_finite(value, epoch, run_dir, where=f", detected at step {i + 1}",
+                                     diagnose=lambda: _diagnose(model, guide, pair, args))
+                        bar.set_postfix(epoch=epoch + 1, loss=f"{value:.2f}", beta=f"{beta:.3g}")
+                    if not last and stop.agreed(world, step=i + 1, sync_every=cfg.log_every):
+                        if isinstance(batches, TensorBatches):
+                            checkpoint(epoch, partial={"step": i + 1, "perm": perm, "total": total,
+                                                       "seen": seen})
+                        raise _interrupted(stop, epoch, i + 1, steps, run_dir,
+                                           saved=isinstance(batches, TensorBatches))
+                train_loss = float(world.sum(total)) / (batches.seen or seen)
+                check_finite(train_loss, epoch, run_dir)
+                seconds = time.perf_counter() - t0
+                pair.train(False)
+                record = None
+                if world.is_main:
+                    record = {"epoch": epoch + 1, "step": (epoch + 1) * steps,
+                              "beta": schedule(epoch + 1 - 1e-9), "train_loss": train_loss}
+                    if test is not None:
+                        record.update(test_metrics(model, guide, *test,
+                                                   batch_size=cfg.eval_batch_size))
+                        bar.set_postfix(epoch=epoch + 1, test_elbo=f"{record['test_elbo']:.2f}")
+                    record["seconds"] = seconds
+                history.append(world.from_main(record))
+                checkpoint(epoch + 1)
+                if world.is_main:
+                    metrics.append(history[-1])
+                if stop.agreed(world, step=0, sync_every=1) and epoch + 1 < cfg.epochs:
+                    raise _interrupted(stop, epoch + 1, 0, steps, run_dir, saved=True)
+        world.barrier()  # when fit returns on any rank, rank 0's files are written
+        return history
 
 
 def _probe_args(batches, gen) -> tuple:
@@ -214,6 +227,27 @@ def _check_pair(model, guide, probe: tuple, device) -> None:
     with torch.random.fork_rng(devices=devices), torch.no_grad():
         _, model_tr = trace_pair(model, guide, probe, {})
     check_support(model_tr)
+
+
+@torch.no_grad()
+def _diagnose(model, guide, pair, args) -> str:
+    """Which parameters and which sites' log-densities are non-finite on this batch."""
+    params = [n for key, m in pair.modules.items() for n, p in m.named_parameters(prefix=key)
+              if not torch.isfinite(p).all()]
+    params += [n for n, p in pair.loose.items() if not torch.isfinite(p).all()]
+    sites = []
+    try:
+        guide_tr, model_tr = trace_pair(model, guide, args, {})
+        for tr in (guide_tr, model_tr):
+            for name, site in sample_sites(tr).items():
+                if not torch.isfinite(site["fn"].log_prob(site["value"])).all():
+                    sites.append(name)
+    except (RuntimeError, ValueError) as e:  # the pair itself fails on non-finite weights
+        sites.append(f"(tracing failed: {str(e).splitlines()[0][:80]})")
+    parts = [f"non-finite log-density at sites {sorted(set(sites))}" if sites else "",
+             f"non-finite parameters {params[:5]}{' ...' if len(params) > 5 else ''}"
+             if params else ""]
+    return "; ".join(p for p in parts if p)
 
 
 def _init_from_data(model, data, batches) -> None:

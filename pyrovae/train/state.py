@@ -35,13 +35,16 @@ def set_rng_state(state: dict, gen: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def check_finite(value: float, epoch: int, run_dir, what: str = "training loss") -> None:
-    """Stop cleanly when ``value`` is NaN or infinite, saying which checkpoint survives."""
+def check_finite(value: float, epoch: int, run_dir, what: str = "training loss", *,
+                 where: str = "", diagnose=None) -> None:
+    """Stop cleanly when ``value`` is NaN or infinite, saying where, what went non-finite
+    (``diagnose()`` -> text, called only then) and which checkpoint survives."""
     if not math.isfinite(value):
         kept = (f"the last good checkpoint (end of epoch {epoch}) is kept in {run_dir}"
                 if run_dir is not None and epoch > 0 else "no checkpoint was written")
-        raise TrainingDiverged(f"{what} became {value} during epoch {epoch + 1}; "
-                               f"{kept}; try a lower --lr")
+        detail = diagnose() if diagnose is not None else ""
+        raise TrainingDiverged(f"{what} became {value} during epoch {epoch + 1}{where}"
+                               f"{f' ({detail})' if detail else ''}; {kept}; try a lower --lr")
 
 
 class MetricsLog:

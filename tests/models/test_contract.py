@@ -73,5 +73,5 @@ def test_decoder_starts_at_the_pixel_frequencies(model_name):
     plain.init_from_data(x)
     last = [m for m in plain.decoder.modules() if isinstance(m, torch.nn.Linear)][-1]
     assert last.bias.abs().max() < 1  # PyTorch's init
-    with pytest.raises(Exception, match="unknown output_bias"):
+    with pytest.raises(Exception, match="output_bias.*one of data, default"):
         build_pair(ModelConfig(output_bias="mean"), x_dim=784, num_classes=10)

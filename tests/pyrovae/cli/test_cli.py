@@ -38,15 +38,15 @@ def test_resume_extends_a_finished_run(trained_run, cli):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["train", "--model", "gan"], "unknown model 'gan'; valid models: .*vae"),
-    (["train", "--guide", "nope"], "unknown guide 'nope'; valid guides: .*diagonal"),
+    (["train", "--model", "gan"], "--model\\) = 'gan' is invalid: it must be one of cvae, vae"),
+    (["train", "--guide", "nope"], "--guide\\) = 'nope' is invalid: it must be one of .*diagonal"),
     (["train", "--dataset", "cifar"], "unknown dataset 'cifar'; valid datasets:"),
     (["train", "--dataset", "fashion-mnist", "--data-dir", "/nonexistent"],
      "IDX files .* not found; looked in /nonexistent"),
-    (["train", "--activation", "sigmoidish"], "unknown activation"),
+    (["train", "--activation", "sigmoidish"], "--activation.*one of relu"),
     (["train", "--objective", "iwae:0"], "bad objective 'iwae:0'.*integer K >= 1"),
-    (["train", "--beta-schedule", "zigzag"], "unknown beta schedule"),
-    (["train", "--device", "tpu"], "unknown device"),
+    (["train", "--beta-schedule", "zigzag"], "--beta-schedule.*one of constant"),
+    (["train", "--device", "tpu"], "--device.*auto, cpu, cuda or cuda:N"),
     (["sample", "/nonexistent/run"], "does not exist"),
 ])
 def test_bad_input_is_one_line_and_exit_2(cli, tmp_path, argv, message):

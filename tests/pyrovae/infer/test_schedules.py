@@ -25,11 +25,21 @@ def test_schedule_values(schedule, kw, points):
 
 
 @pytest.mark.parametrize("kw, message", [
-    ({"beta_schedule": "cosine"}, "unknown beta schedule 'cosine'; valid: constant"),
+    ({"name": "cosine"}, "unknown beta schedule 'cosine'; valid: constant"),
     ({"beta": -1.0}, "--beta must be finite"),
     ({"beta": float("nan")}, "--beta must be finite"),
-    ({"beta_schedule": "cyclical", "cycles": 0}, "--cycles >= 1"),
+    ({"name": "cyclical", "cycles": 0}, "--cycles >= 1"),
 ])
 def test_bad_schedule_settings_are_clear_errors(kw, message):
     with pytest.raises(PyroVAEError, match=message):
-        BetaSchedule.from_config(TrainConfig(**kw))
+        BetaSchedule(**kw)
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"beta_schedule": "cosine"}, r"beta_schedule \(--beta-schedule\) = 'cosine'.*one of constant"),
+    ({"beta": -1.0}, r"beta \(--beta\) = -1.0 .*>= 0"),
+    ({"beta_schedule": "cyclical", "cycles": 0}, r"cycles \(--cycles\) = 0 .*>= 1"),
+])
+def test_train_config_checks_its_schedule_when_built(kw, message):
+    with pytest.raises(PyroVAEError, match=message):
+        TrainConfig(**kw)
