@@ -62,3 +62,13 @@ def _fsync_dir(folder: Path) -> None:
 def write_json(path, obj: Any) -> Path:
     """``obj`` as indented, key-sorted JSON, written atomically."""
     return atomic_write(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def remove_stale_temporaries(folder) -> list[Path]:
+    """Delete temporary files an interrupted :func:`atomic_write` left (``kill -9`` between
+    creating and renaming one); call it only while holding the folder's run lock."""
+    removed = []
+    for tmp in Path(folder).glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed

@@ -7,7 +7,31 @@ the given ones on a base config (the defaults, or a resumed run's own config).
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import math
+
+
+def positive_int(text: str) -> int:
+    """argparse ``type=`` for counts: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse ``type=`` for spans and scales: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
 
 
 def flag(name: str) -> str:

@@ -23,10 +23,18 @@ def commands() -> dict:
     return found
 
 
+class UsageError(Exception):
+    """A flag argparse cannot parse; reported as one line like every other bad input."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(f"{message} (see {self.prog} -h)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pyrovae", allow_abbrev=False,
-                                     description="variational autoencoders as Pyro "
-                                                 "model/guide pairs")
+    parser = Parser(prog="pyrovae", allow_abbrev=False,
+                    description="variational autoencoders as Pyro model/guide pairs")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, cmd in commands().items():
         p = sub.add_parser(name, help=cmd.help, description=cmd.help, allow_abbrev=False)
@@ -36,7 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as e:
+        print(f"pyrovae: error: {e}", file=sys.stderr)
+        return 2
     try:
         return args.func(args)
     except TrainingInterrupted as e:

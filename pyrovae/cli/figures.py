@@ -8,6 +8,7 @@ import torch
 from pyrovae.build import model_takes_labels
 from pyrovae.data import class_names, one_hot
 from pyrovae.errors import PyroVAEError
+from pyrovae.options import positive_float, positive_int
 from pyrovae.plots.latent import plot_class_grid, plot_interpolation, plot_traversal
 from pyrovae.plots.run import plot_samples
 from pyrovae.registry import Command
@@ -22,12 +23,12 @@ def _run_flags(p, out: str) -> None:
 
 def add_sample_flags(p) -> None:
     _run_flags(p, "samples.png")
-    p.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
+    p.add_argument("--n", type=positive_int, default=64, help="number of samples (default 64)")
     p.add_argument("--label", type=int, default=None,
                    help="conditional models: draw every sample with this class")
     p.add_argument("--grid", action="store_true",
                    help="conditional models: one row per class (the default without --label)")
-    p.add_argument("--per-row", type=int, default=12, help="samples per class row (--grid)")
+    p.add_argument("--per-row", type=positive_int, default=12, help="samples per class row (--grid)")
 
 
 def cmd_sample(args) -> int:
@@ -66,9 +67,9 @@ def add_traverse_flags(p) -> None:
     _run_flags(p, "traversal.png")
     p.add_argument("--index", type=int, default=0, help="test datapoint whose posterior mean "
                    "holds the other units (default 0)")
-    p.add_argument("--span", type=float, default=3.0, help="sweep each unit over [-span, span]")
-    p.add_argument("--steps", type=int, default=11, help="images per unit (default 11)")
-    p.add_argument("--max-units", type=int, default=None, help="show only the N units "
+    p.add_argument("--span", type=positive_float, default=3.0, help="sweep each unit over [-span, span]")
+    p.add_argument("--steps", type=positive_int, default=11, help="images per unit (default 11)")
+    p.add_argument("--max-units", type=positive_int, default=None, help="show only the N units "
                    "with the largest KL")
 
 
@@ -85,7 +86,7 @@ def add_interpolate_flags(p) -> None:
     _run_flags(p, "interpolation.png")
     p.add_argument("--pairs", type=int, nargs="+", default=[0, 500, 100, 900, 250, 750],
                    help="test-set indices A B [A B ...]: one row per pair")
-    p.add_argument("--steps", type=int, default=11, help="images between the ends (default 11)")
+    p.add_argument("--steps", type=positive_int, default=11, help="images between the ends (default 11)")
 
 
 def cmd_interpolate(args) -> int:

@@ -13,7 +13,7 @@ from pyrovae.config import ModelConfig, RunConfig, TrainConfig
 from pyrovae.data import load_dataset
 from pyrovae.evaluation.run import evaluate_run
 from pyrovae.errors import PyroVAEError
-from pyrovae.options import add_config_flags, config_from_args
+from pyrovae.options import add_config_flags, config_from_args, positive_int
 from pyrovae.plots.run import plot_training_figures
 from pyrovae.registry import Command
 from pyrovae.runs import prepare_run_dir, read_config, resolve_device, run_lock, write_config
@@ -94,16 +94,16 @@ def _train(args, cfg: RunConfig, run_dir: Path) -> int:
 
 def add_demo_flags(p) -> None:
     p.add_argument("--run-dir", default="runs/demo", help="where the demo run is written")
-    p.add_argument("--epochs", type=int, default=40, help="training epochs (default 40)")
-    p.add_argument("--max-k", type=int, default=1000, help="largest IWAE K (default 1000)")
-    p.add_argument("--eval-limit", type=int, default=None, help="evaluate only the first N "
+    p.add_argument("--epochs", type=positive_int, default=40, help="training epochs (default 40)")
+    p.add_argument("--max-k", type=positive_int, default=1000, help="largest IWAE K (default 1000)")
+    p.add_argument("--eval-limit", type=positive_int, default=None, help="evaluate only the first N "
                    "test digits (default: all 1,000)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing demo run")
 
 
 def cmd_demo(args) -> int:
     """Train the default VAE on the embedded sample, evaluate it, and say where things are."""
-    train = argparse.ArgumentParser(allow_abbrev=False)
+    train = argparse.ArgumentParser(allow_abbrev=False, exit_on_error=False)
     add_train_flags(train)
     code = cmd_train(train.parse_args(
         ["--run-dir", args.run_dir, "--epochs", str(args.epochs), "--dataset", "mnist-sample"]

@@ -31,6 +31,7 @@ from pyrovae.infer.schedules import BetaSchedule
 from pyrovae.evaluation.weights import trace_pair
 from pyrovae.infer.sites import check_support, pair_args, sample_sites
 from pyrovae.runs import resolve_device, run_lock
+from pyrovae.files import remove_stale_temporaries
 from pyrovae.train import distributed
 from pyrovae.train.batches import TensorBatches, make_batches, takes_two_arguments
 from pyrovae.train.params import PairParameters
@@ -129,6 +130,7 @@ def fit(model, guide, data, cfg: TrainConfig, *, test_data=None, run_dir=None,
     with locked:
         if run_dir is not None and world.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(run_dir)  # left by a kill -9 during a checkpoint write
         if resume:
             state = restore_state(ckpt_path, pair.load_state_dict, optimizer, map_location=device)
             history, start_epoch = state["history"], int(state["epoch"])
