@@ -87,7 +87,9 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(sample_data, tmp_path):
         def differentiable_loss(self, *args):
             return self.inner.differentiable_loss(*args) * float("nan")
 
-    with pytest.raises(TrainingDiverged, match="became nan during epoch 2.*end of epoch 1"):
+    with pytest.raises(TrainingDiverged, match=r"became nan during epoch 2, detected at step 1 "
+                       r"\(non-finite log-density at sites \[.*\]; non-finite parameters .*"
+                       r"end of epoch 1"):
         fit(model, guide, data, TrainConfig(epochs=2, batch_size=64, log_every=1),
             run_dir=tmp_path, resume=True, progress=False, objective=Poisoned())
     after = checkpoint.load(tmp_path / "checkpoint.pt")
