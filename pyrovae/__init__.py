@@ -30,6 +30,7 @@ _API = {  # module -> the public names it holds
                                   "elbo_terms", "iwae_from_log_weights", "iwae_estimate",
                                   "particle_ladder"),
     "pyrovae.evaluation.run": ("evaluate_run",),
+    "pyrovae.evaluation.marginal": ("ais_log_likelihood", "bdmc", "ais_row", "AISEstimate"),
     "pyrovae.evaluation.report": ("write_report", "markdown_table"),
     "pyrovae.evaluation.weights": ("make_plan",),
     "pyrovae.plots.tiles": ("tile_images", "save_figure"),

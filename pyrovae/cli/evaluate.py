@@ -1,11 +1,17 @@
-"""``pyrovae evaluate RUN``: bounds on log p(x) for a run's test set (eval.json / eval.md)."""
+"""``pyrovae evaluate RUN`` (IWAE_K and AIS rows, eval.json / eval.md) and ``pyrovae bdmc RUN``."""
 from __future__ import annotations
 
+import torch
+
+from pyrovae.build import model_takes_labels
 from pyrovae.evaluation.bounds import particle_ladder
+from pyrovae.evaluation.marginal import bdmc
+from pyrovae.files import write_json
+from pyrovae.machine import machine_info
 from pyrovae.evaluation.run import evaluate_run
 from pyrovae.options import positive_int
 from pyrovae.registry import Command
-from pyrovae.runs import runner_of
+from pyrovae.runs import load_run, runner_of
 
 
 def add_evaluate_flags(p) -> None:
@@ -15,8 +21,19 @@ def add_evaluate_flags(p) -> None:
                         "several K to show exactly those (default: 5000)")
     p.add_argument("--limit", type=positive_int, default=None, help="first N test datapoints only")
     p.add_argument("--batch-size", type=positive_int, default=32, help="datapoints per pass (default 32)")
+    p.add_argument("--ais", type=positive_int, nargs="+", default=[], metavar="STEPS",
+                   help="also annealed importance sampling with this many steps (one row "
+                        "each; ~chains x steps x 11 log-joint evaluations per datapoint)")
+    p.add_argument("--chains", type=positive_int, default=16, help="AIS chains per datapoint "
+                   "(default 16)")
+    p.add_argument("--ais-batch-size", type=positive_int, default=100,
+                   help="datapoints per AIS pass (default 100)")
+    _common_flags(p)
+
+
+def _common_flags(p) -> None:
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def cmd_evaluate(args) -> int:
@@ -26,11 +43,46 @@ def cmd_evaluate(args) -> int:
     ks = args.num_particles
     evaluate_run(args.run, num_particles=particle_ladder(ks[0]) if len(ks) == 1 else ks,
                  limit=args.limit, batch_size=args.batch_size, device=args.device,
-                 progress=not args.no_progress)
+                 progress=not args.no_progress, ais_steps=args.ais, ais_chains=args.chains,
+                 ais_batch_size=args.ais_batch_size)
+    return 0
+
+
+def add_bdmc_flags(p) -> None:
+    p.add_argument("run", help="run directory (from `pyrovae train`)")
+    p.add_argument("--steps", type=positive_int, nargs="+", default=[100], metavar="T",
+                   help="annealing steps; one sandwich per value (default 100)")
+    p.add_argument("--num", type=positive_int, default=100, help="datapoints simulated from "
+                   "the model (default 100)")
+    p.add_argument("--chains", type=positive_int, default=16, help="AIS chains per datapoint")
+    _common_flags(p)
+
+
+def cmd_bdmc(args) -> int:
+    run = load_run(args.run, device=args.device)
+    x = run.data.test_x[:args.num]
+    y = run.data.test_y[:args.num] if model_takes_labels(run.config.model.model) else None
+    rows = []
+    for steps in args.steps:
+        torch.manual_seed(steps)
+        res = bdmc(run.model, run.guide, x, y, num_steps=steps, num_chains=args.chains,
+                   progress=not args.no_progress)
+        rows.append({"steps": steps, "chains": args.chains, "num": len(x),
+                     "lower": float(res["lower"].mean()), "upper": float(res["upper"].mean()),
+                     "width": float((res["upper"] - res["lower"]).mean()),
+                     "width_se": float((res["upper"] - res["lower"]).std() / len(x) ** 0.5),
+                     "seconds": res["seconds"]})
+        print(f"BDMC T={steps}: lower {rows[-1]['lower']:.3f}, upper {rows[-1]['upper']:.3f}, "
+              f"width {rows[-1]['width']:.3f} ± {rows[-1]['width_se']:.3f} nats "
+              f"({len(x)} simulated datapoints, {res['seconds']:.0f} s)")
+    path = write_json(run.dir / "bdmc.json", {"rows": rows, "machine": machine_info(x.device)})
+    print(f"wrote {path}")
     return 0
 
 
 COMMANDS = {
-    "evaluate": Command("importance-weighted bounds on log p(x) for a run's test set "
+    "evaluate": Command("bounds on log p(x) for a run's test set: IWAE_K, optionally AIS "
                         "(eval.json/.md)", add_evaluate_flags, cmd_evaluate),
+    "bdmc": Command("BDMC sandwich: forward and reverse AIS on data simulated from the model "
+                    "(bdmc.json)", add_bdmc_flags, cmd_bdmc),
 }

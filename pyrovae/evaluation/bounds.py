@@ -240,11 +240,15 @@ def evaluate(model, guide, data_x: torch.Tensor, data_y: torch.Tensor | None = N
                   z_mean=z_mean, z_noise=z_noise)
         bar.update(len(x))
     bar.close()
-    return eval_report.make_report(
-        {k: tuple(torch.cat(parts) for parts in zip(*v)) for k, v in bounds.items()}, stats,
-        x_dim=data_x[0].numel(), threshold=active_threshold,
-        seconds=time.perf_counter() - start, batch_size=batch_size, discrete=discrete,
-        levels=levels)
+    bounds = {k: tuple(torch.cat(parts) for parts in zip(*v)) for k, v in bounds.items()}
+    report = eval_report.make_report(bounds, stats, x_dim=data_x[0].numel(),
+                                     threshold=active_threshold,
+                                     seconds=time.perf_counter() - start,
+                                     batch_size=batch_size, discrete=discrete, levels=levels)
+    # per datapoint, for paired comparisons later (AIS, another run) without a second pass
+    report["per_datapoint"] = {"K": ks[-1], "iwae": bounds[ks[-1]][0].tolist(),
+                               "elbo": bounds[ks[0]][0].tolist()}
+    return report
 
 
 def particle_ladder(k_max: int) -> tuple[int, ...]:

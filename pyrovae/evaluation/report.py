@@ -169,8 +169,19 @@ def markdown_table(report: dict) -> str:
         bits = "n/a" if r["bits_per_dim"] is None else f"{r['bits_per_dim']:.4f}"
         lines.append(f"| {r['K']} | {r['mean']:.3f} | {r['se']:.3f} | {r.get('mc_se', 0):.3f} "
                      f"| {bits} | {r['gain']:.3f} ± {r['gain_se']:.3f} |")
+    for a in report.get("ais", []):
+        gap = a.get("gap_vs_iwae")
+        lines.append(f"| AIS T={a['steps']} × {a['chains']} chains | {a['mean']:.3f} | "
+                     f"{a['se'] or 0:.3f} | {a['mc_se']:.3f} | "
+                     f"{'n/a' if a.get('bits_per_dim') is None else format(a['bits_per_dim'], '.4f')} | "
+                     + (f"vs IWAE_{report['num_particles'][-1]}: {gap['mean']:+.3f} ± "
+                        f"{gap['se'] or 0:.3f} |" if gap else " |"))
     lines.append("")
     lines.append(f"- likelihood: {report.get('likelihood', 'discrete')}")
+    for a in report.get("ais", []):
+        lines.append(f"- AIS T={a['steps']}: {a['chains']} chains from the {a['init']}, "
+                     f"{a['evaluations']} log-joint evaluations per datapoint, HMC acceptance "
+                     f"{a['acceptance']:.2f}, {a['seconds']:.1f} s")
     p = report["psis"]
     if p["applicable"]:
         lines.append(f"- PSIS k̂ at K={p['K']}: median {p['khat_median']:.3f}, max "
@@ -195,6 +206,18 @@ def markdown_table(report: dict) -> str:
         lines.append(f"- {ref.get('label', 'reference')}: {ref['value']:.3f}")
     lines.append(f"- {report['seconds']:.1f} s for {n} datapoints")
     return "\n".join(lines) + "\n"
+
+
+def add_ais(report: dict, row: dict) -> dict:
+    """Add an AIS row (:func:`pyrovae.evaluation.marginal.ais_row`) with its bits/dim."""
+    first = report["bounds"][0]
+    row = dict(row)
+    if first["bits_per_dim"] is not None:  # the same rule as the IWAE rows
+        levels = None if report["likelihood"] == "discrete" else int(
+            report["likelihood"].split("from ")[1].split()[0])
+        row["bits_per_dim"] = _bits(row["mean"], report["x_dim"], levels)
+    report.setdefault("ais", []).append(row)
+    return report
 
 
 def write_report(report: dict, run_dir, *, note: str = "") -> list[Path]:

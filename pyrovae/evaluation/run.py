@@ -5,15 +5,19 @@ from collections.abc import Sequence
 
 from pyrovae.evaluation import report as eval_report
 from pyrovae.evaluation.bounds import evaluate
+from pyrovae.build import model_takes_labels
 from pyrovae.errors import PyroVAEError
+from pyrovae.evaluation.marginal import ais_row
 from pyrovae.runs import load_run
 
 
 def evaluate_run(run_dir, *, num_particles: Sequence[int] = (1, 10, 100, 1000, 5000),
                  limit: int | None = None, batch_size: int = 32, device: str = "auto",
-                 progress: bool = True) -> dict:
+                 progress: bool = True, ais_steps: Sequence[int] = (), ais_chains: int = 16,
+                 ais_batch_size: int = 100) -> dict:
     """:func:`~pyrovae.evaluation.bounds.evaluate` on a run's test set (the first ``limit``
-    datapoints); the report is written into the run and returned."""
+    datapoints), plus an AIS row per number of steps in ``ais_steps``; the report is
+    written into the run and returned."""
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise PyroVAEError(f"limit must be a positive integer, got {limit!r}")
     run = load_run(run_dir, device=device)
@@ -22,6 +26,12 @@ def evaluate_run(run_dir, *, num_particles: Sequence[int] = (1, 10, 100, 1000, 5
         x, y = x[:limit], y[:limit]
     report = evaluate(run.model, run.guide, x, y, num_particles=num_particles,
                       batch_size=batch_size, progress=progress, levels=run.data.levels)
+    labels = y if model_takes_labels(run.config.model.model) else None
+    for steps in ais_steps:
+        eval_report.add_ais(report, ais_row(run.model, run.guide, x, labels, num_steps=steps,
+                                            num_chains=ais_chains, batch_size=ais_batch_size,
+                                            reference=report["per_datapoint"]["iwae"],
+                                            progress=progress))
     report["run"] = str(run_dir)
     report["dataset"] = run.config.dataset
     paths = eval_report.write_report(report, run.dir)

@@ -149,7 +149,7 @@ def _repeat(t, k: int, batch: int):
     return t.expand(k, *t.shape).reshape(k * t.shape[0], *t.shape[1:])
 
 
-def _per_datapoint(site, plan: Plan, k: int) -> torch.Tensor:
+def per_datapoint(site, plan: Plan, k: int) -> torch.Tensor:
     """log-density of one site summed over all dims but particles and data: ``[k, batch]``."""
     lp = scale_and_mask(site["fn"].log_prob(site["value"]), 1.0, site["mask"])  # beta ignored
     n = plan.nesting + (0 if plan.folded else 1)
@@ -169,9 +169,9 @@ def particle_terms(model, guide, args, kwargs, plan: Plan, k: int) -> Terms:
     else:
         guide_tr, model_tr = trace_pair(model, guide, args, kwargs, particles=k,
                                         dim=-(plan.nesting + 1))
-    log_p = {n: _per_datapoint(s, plan, k) for n, s in sample_sites(model_tr).items()}
+    log_p = {n: per_datapoint(s, plan, k) for n, s in sample_sites(model_tr).items()}
     guide_sites = sample_sites(guide_tr)
-    log_q = {n: _per_datapoint(s, plan, k) for n, s in guide_sites.items()}
+    log_q = {n: per_datapoint(s, plan, k) for n, s in guide_sites.items()}
     log_w = sum(log_p.values()) - sum(log_q.values())
     observed = [lp for n, lp in log_p.items() if n not in plan.latents]
     latents = {}

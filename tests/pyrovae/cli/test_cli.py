@@ -92,3 +92,22 @@ def test_demo_smoke(cli, tmp_path):
     for name in ("samples.png", "reconstructions.png", "loss.png", "k_curve.png", "eval.json",
                  "eval.md"):
         assert (tmp_path / "demo" / name).stat().st_size > 0
+
+
+def test_evaluate_with_ais_rows_and_bdmc(trained_run, cli, tmp_path):
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(trained_run, run)
+    code, out, _ = cli("evaluate", run, "--num-particles", "20", "--limit", "8",
+                       "--ais", "3", "6", "--chains", "4", "--no-progress")
+    assert code == 0 and "| AIS T=6 × 4 chains |" in out and "vs IWAE_20" in out
+    report = json.loads((run / "eval.json").read_text())
+    assert [a["steps"] for a in report["ais"]] == [3, 6]
+    assert len(report["ais"][0]["per_datapoint"]) == len(report["per_datapoint"]["iwae"]) == 8
+    assert report["ais"][1]["evaluations"] == 4 * 6 * 11
+    code, out, _ = cli("bdmc", run, "--steps", "4", "--num", "6", "--chains", "2",
+                       "--no-progress")
+    assert code == 0 and "BDMC T=4" in out
+    (row,) = json.loads((run / "bdmc.json").read_text())["rows"]
+    assert row["num"] == 6 and row["upper"] > row["lower"] - 5
