@@ -98,7 +98,7 @@ class PairTarget:
 
     def _sum(self, trace, names) -> torch.Tensor:
         sites = sample_sites(trace)
-        return sum(per_datapoint(sites[n], self.plan, self.chains) for n in names)
+        return sum(per_datapoint(sites[n], self.plan, self.chains)[0] for n in names)
 
     def _model_terms(self, u: dict):
         """(log p(z) + log det, log p(x, z) + log det) of the states ``u``, [C, B] each;

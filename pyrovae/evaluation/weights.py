@@ -62,6 +62,11 @@ class Plan:
     budget: int = CHUNK_BYTES  # working memory per chunk
     discrete: bool = True  # every observed site is a pmf (bits/dim apply)
     continuous: tuple = ()  # latent sites with continuous support (active units apply)
+    enumerated: tuple = ()  # guide sites marked infer={"enumerate": "parallel"}: summed
+
+    @property
+    def enum_dims(self) -> int:
+        return len(self.enumerated)
 
     def auto_chunk_size(self) -> int:
         return max(1, self.budget // (OVERHEAD * self.bytes_per_particle))
@@ -82,10 +87,15 @@ def evaluating(*modules):
             m.train(w)
 
 
-def trace_pair(model, guide, args, kwargs, *, particles: int = 0, dim: int = -2):
-    """Guide trace and model trace replayed on it, hidden from the caller's handlers."""
+def trace_pair(model, guide, args, kwargs, *, particles: int = 0, dim: int = -2,
+               enum_dim: int | None = None):
+    """Guide trace and model trace replayed on it, hidden from the caller's handlers; with
+    ``enum_dim``, guide sites marked for parallel enumeration take all their values along
+    dims from ``enum_dim`` leftwards (Pyro's ``poutine.enum``)."""
     plate = (pyro.plate(PARTICLE_PLATE, particles, dim=dim) if particles
              else contextlib.nullcontext())
+    if enum_dim is not None:
+        guide = poutine.enum(guide, first_available_dim=enum_dim)
     with poutine.block(), plate:
         guide_tr = get_trace(guide, args, kwargs)
         model_tr = get_trace(poutine.replay(model, trace=guide_tr), args, kwargs)
@@ -130,10 +140,16 @@ def make_plan(model, guide, args, kwargs=None, *, data_plate: str | None = None)
     nesting = _nesting(model_tr, guide_tr)
     budget = CHUNK_BYTES if args[0].device.type == "cpu" else ACCELERATOR_CHUNK_BYTES
     guide_sites = sample_sites(guide_tr)
+    enumerated = tuple(n for n in latents if guide_sites[n]["infer"].get("enumerate") ==
+                       "parallel" and guide_sites[n]["fn"].has_enumerate_support)
+    if len(enumerated) > 1:
+        raise PyroVAEError(f"the evaluator sums one enumerated guide site exactly; this guide "
+                           f"enumerates {list(enumerated)}: enumerate one, sample the others")
     plan = Plan(batch, nesting, frame.dim, frame.name, False, latents,
                 _bytes_per_particle(model_tr, guide_tr), budget,
                 discrete=all(is_discrete(s) for s in observed_sites(model_tr).values()),
-                continuous=tuple(n for n in latents if not is_discrete(guide_sites[n])))
+                continuous=tuple(n for n in latents if not is_discrete(guide_sites[n])),
+                enumerated=enumerated)
     try:
         particle_terms(model, guide, args, kwargs, plan, 2)
     except (RuntimeError, ValueError, IndexError):
@@ -150,36 +166,56 @@ def _repeat(t, k: int, batch: int):
 
 
 def per_datapoint(site, plan: Plan, k: int) -> torch.Tensor:
-    """log-density of one site summed over all dims but particles and data: ``[k, batch]``."""
+    """log-density of one site summed over all dims but enumeration, particles and data:
+    ``[C, k, batch]``, C the number of joint values of the enumerated sites (1 if none)."""
     lp = scale_and_mask(site["fn"].log_prob(site["value"]), 1.0, site["mask"])  # beta ignored
-    n = plan.nesting + (0 if plan.folded else 1)
-    lp = reduce_to(lp, n, (plan.data_dim,) if plan.folded else (0, plan.data_dim), site["name"])
-    d = n + plan.data_dim
+    e = plan.enum_dims
+    n = plan.nesting + (0 if plan.folded else 1) + e
+    keep = (*range(e), *(() if plan.folded else (e,)), plan.data_dim)
+    lp = reduce_to(lp, n, keep, site["name"])
+    lp = lp.reshape(lp.shape[:e].numel(), *lp.shape[e:])  # the enumerated values in one dim
+    d = n + plan.data_dim - e + 1
     if plan.folded:
-        return lp.reshape(-1).expand(k * plan.batch).reshape(k, plan.batch)
-    return lp.reshape(lp.shape[0], lp.shape[d]).expand(k, plan.batch)
+        return lp.reshape(lp.shape[0], -1).expand(-1, k * plan.batch).reshape(-1, k, plan.batch)
+    return lp.reshape(lp.shape[0], lp.shape[1], lp.shape[d]).expand(-1, k, plan.batch)
+
+
+def _enum_dim(plan: Plan):
+    if not plan.enumerated:
+        return None
+    return -(plan.nesting + (1 if plan.folded else 2))
 
 
 def particle_terms(model, guide, args, kwargs, plan: Plan, k: int) -> Terms:
-    """Traces of ``k`` particles for one batch and their per-datapoint terms."""
+    """Traces of ``k`` particles for one batch and their per-datapoint terms.
+
+    Enumerated guide sites (e.g. the label of a semi-supervised VAE) are summed exactly:
+    log w_k = logsumexp_y [log p(x, y, z_k^y) - log q(z_k^y | x, y)], which is
+    log sum_y q(y | x) p(x, y, z_k^y) / (q(y | x) q(z_k^y | x, y)); the ELBO pieces are
+    their expectations under q(y | x).
+    """
     if plan.folded:
         args = tuple(_repeat(a, k, plan.batch) for a in args)
         kwargs = {key: _repeat(v, k, plan.batch) for key, v in kwargs.items()}
-        guide_tr, model_tr = trace_pair(model, guide, args, kwargs)
+        guide_tr, model_tr = trace_pair(model, guide, args, kwargs, enum_dim=_enum_dim(plan))
     else:
         guide_tr, model_tr = trace_pair(model, guide, args, kwargs, particles=k,
-                                        dim=-(plan.nesting + 1))
+                                        dim=-(plan.nesting + 1), enum_dim=_enum_dim(plan))
     log_p = {n: per_datapoint(s, plan, k) for n, s in sample_sites(model_tr).items()}
     guide_sites = sample_sites(guide_tr)
     log_q = {n: per_datapoint(s, plan, k) for n, s in guide_sites.items()}
-    log_w = sum(log_p.values()) - sum(log_q.values())
-    observed = [lp for n, lp in log_p.items() if n not in plan.latents]
+    summed = sum(log_p.values()) - sum(v for n, v in log_q.items() if n not in plan.enumerated)
+    log_w = torch.logsumexp(summed, 0)  # over the enumerated values (one row if none)
+    # q(y | x) over the enumerated values weighs the ELBO pieces
+    q_y = (torch.softmax(sum(log_q[n] for n in plan.enumerated), 0) if plan.enumerated
+           else torch.ones_like(summed))
+    observed = sum(lp for n, lp in log_p.items() if n not in plan.latents)
     latents = {}
     for name in plan.continuous:
         v = guide_sites[name]["value"]
         batch_numel = v.shape[:v.dim() - len(guide_sites[name]["fn"].event_shape)].numel()
         if batch_numel == k * plan.batch:  # a plain per-datapoint site (not in a nested plate)
             latents[name] = v.reshape(k, plan.batch, -1)
-    return Terms(log_w=log_w, log_p_obs=sum(observed),
-                 kl_sites={n: log_q[n] - log_p[n] for n in plan.latents}, latents=latents,
-                 discrete=plan.discrete)
+    return Terms(log_w=log_w, log_p_obs=(q_y * observed).sum(0),
+                 kl_sites={n: (q_y * (log_q[n] - log_p[n])).sum(0) for n in plan.latents},
+                 latents=latents, discrete=plan.discrete)
