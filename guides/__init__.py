@@ -4,6 +4,7 @@ from pyrovae.guides.flows import IAFGuide
 from pyrovae.guides.fullcov import FullCovarianceGuide
 from pyrovae.guides.gaussian import DiagonalGaussianGuide
 from pyrovae.guides.local import LocalGuide
+from pyrovae.guides.ssvae import SemiSupervisedGuide
 
 __all__ = ["Guide", "AmortizedGuide", "DiagonalGaussianGuide", "FullCovarianceGuide",
-           "IAFGuide", "LocalGuide"]
+           "IAFGuide", "LocalGuide", "SemiSupervisedGuide"]

@@ -86,6 +86,9 @@ class TrainConfig:
     objective: str = option("elbo", "training objective, e.g. elbo, iwae:5, dreg:5, renyi:0.5:5",
                             Check(lambda name: make_objective(name), "an objective name"))
     beta: float = option(1.0, "KL weight beta of the beta-VAE (>= 0)", Real(low=0))
+    alpha: float = option(0.0, "weight of the classification loss on labelled data "
+                               "(semi-supervised models; Kingma et al. 2014 use 0.1 x N)",
+                          Real(low=0))
     beta_schedule: str = option("constant", "beta over training: constant, linear, cyclical",
                                 OneOf(SCHEDULES))
     warmup_epochs: float = option(10.0, "epochs of the linear beta warm-up", Real(low=0))
@@ -112,6 +115,7 @@ def _check_device(name: str) -> None:
 class RunConfig:
     dataset: str = "mnist-sample"
     data_dir: str | None = None
+    labels: int | None = None  # training labels kept (semi-supervised models); None: all
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -124,7 +128,7 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
         try:
-            return cls(dataset=d["dataset"], data_dir=d.get("data_dir"),
+            return cls(dataset=d["dataset"], data_dir=d.get("data_dir"), labels=d.get("labels"),
                        model=config_section(ModelConfig, d.get("model", {})),
                        train=config_section(TrainConfig, d.get("train", {})))
         except (KeyError, TypeError) as e:

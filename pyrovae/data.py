@@ -17,6 +17,7 @@ How pixels are presented belongs to the dataset and the likelihood, and is visib
 """
 from __future__ import annotations
 
+import dataclasses
 import gzip
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,7 @@ class ImageData:
     num_classes: int = 10
     train_transform: str = "binarize"
     levels: int | None = None
+    labelled: torch.Tensor | None = None  # indices of the training labels kept (None: all)
 
     def __post_init__(self):
         if self.train_transform not in TRANSFORMS:
@@ -72,6 +74,28 @@ class ImageData:
         if self.train_transform == "dequantize":
             return dequantize(x, generator)
         return x
+
+
+def with_labels(data: ImageData, num_labels: int | None, *, seed: int = 0) -> ImageData:
+    """``data`` keeping ``num_labels`` training labels, stratified (as equal a number per
+    class as possible) and seeded; the rest of the training set is unlabelled.  None keeps
+    every label."""
+    if num_labels is None:
+        return dataclasses.replace(data, labelled=None)
+    n, classes = len(data.train_y), data.num_classes
+    if isinstance(num_labels, bool) or not isinstance(num_labels, int) or not 0 < num_labels < n:
+        raise PyroVAEError(f"--labels must be an integer in 1..{n - 1} (the training set has "
+                           f"{n} images), got {num_labels!r}")
+    gen = torch.Generator().manual_seed(seed)
+    labels = data.train_y.cpu()
+    pools = [torch.nonzero(labels == c).flatten() for c in range(classes)]
+    pools = [p[torch.randperm(len(p), generator=gen)] for p in pools]
+    share = [num_labels // classes + (c < num_labels % classes) for c in range(classes)]
+    if any(s > len(p) for s, p in zip(share, pools)):
+        raise PyroVAEError(f"--labels {num_labels}: some class has fewer than "
+                           f"{max(share)} training images")
+    kept = torch.cat([p[:s] for p, s in zip(pools, share)]).sort().values
+    return dataclasses.replace(data, labelled=kept.to(data.train_y.device))
 
 
 def dequantize(grey: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -269,6 +293,14 @@ def labels_one_hot(y, num_classes: int, batch: int, who: str = "the conditional 
     if isinstance(y, int) or (isinstance(y, torch.Tensor) and y.dim() == 0):
         y = torch.full((batch,), int(y), dtype=torch.long)
     return one_hot(y, num_classes, batch=batch)
+
+
+def one_hot_any(y, num_classes: int, batch: int) -> torch.Tensor:
+    """One-hot labels: validated when given for the batch (1-D), as they come when sampled
+    or enumerated by Pyro (any shape)."""
+    if isinstance(y, torch.Tensor) and y.dim() != 1:
+        return torch.nn.functional.one_hot(y.long(), num_classes)
+    return labels_one_hot(y, num_classes, batch, who="the semi-supervised model")
 
 
 CLASS_NAMES = {

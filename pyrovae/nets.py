@@ -86,5 +86,7 @@ class ConditionedMLP(nn.Module):
         self.in_dim, self.out_dim = in_dim, out_dim
 
     def forward(self, x: torch.Tensor, y_onehot: torch.Tensor) -> torch.Tensor:
-        y_onehot = y_onehot.to(x.dtype).expand(*x.shape[:-1], self.num_classes)
-        return self.net(torch.cat([x, y_onehot], dim=-1))
+        # both broadcast: particle dims on x, enumerated labels on y (semi-supervised VAE)
+        shape = torch.broadcast_shapes(x.shape[:-1], y_onehot.shape[:-1])
+        return self.net(torch.cat([x.expand(*shape, x.shape[-1]),
+                                   y_onehot.to(x.dtype).expand(*shape, self.num_classes)], -1))

@@ -10,7 +10,8 @@ import pyro
 from pyrovae import registry
 from pyrovae.build import build_pair, model_takes_labels
 from pyrovae.config import ModelConfig, RunConfig, TrainConfig
-from pyrovae.data import load_dataset
+from pyrovae.data import load_dataset, with_labels
+from pyrovae.files import write_json
 from pyrovae.evaluation.run import evaluate_run
 from pyrovae.errors import PyroVAEError
 from pyrovae.options import add_config_flags, config_from_args, positive_int
@@ -26,6 +27,8 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
                    "install), mnist, fashion-mnist")
     p.add_argument("--data-dir", default=None, help="folder with the IDX files (mnist, "
                    "fashion-mnist)")
+    p.add_argument("--labels", type=positive_int, default=None, help="keep only N training "
+                   "labels (stratified, seeded): semi-supervised training (--model ssvae)")
     p.add_argument("--run-dir", default=None, help="where the run is written (default: "
                    "runs/<model>-<dataset>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir "
@@ -40,6 +43,7 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
 
 def run_config_from_args(args) -> RunConfig:
     return RunConfig(dataset=args.dataset or "mnist-sample", data_dir=args.data_dir,
+                     labels=args.labels,
                      model=config_from_args(args, ModelConfig),
                      train=config_from_args(args, TrainConfig))
 
@@ -58,7 +62,8 @@ def _train(args, cfg: RunConfig, run_dir: Path) -> int:
         prepare_run_dir(run_dir, resume=True, overwrite=False)
         old = read_config(run_dir)
         # a resumed run keeps its configuration; only the epoch budget may grow
-        cfg = RunConfig(dataset=old.dataset, data_dir=old.data_dir, model=old.model,
+        cfg = RunConfig(dataset=old.dataset, data_dir=old.data_dir, labels=old.labels,
+                        model=old.model,
                         train=config_from_args(args, TrainConfig, base=old.train)
                         if args.epochs is not None else old.train)
     runner = registry.find("runner", cfg.model.model)
@@ -70,11 +75,18 @@ def _train(args, cfg: RunConfig, run_dir: Path) -> int:
     world, device = distributed.setup(os.environ, resolve_device(cfg.train.device))
     data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, device=device,
                         likelihood=cfg.model.likelihood)
+    if cfg.labels is not None:
+        if registry.option("model", cfg.model.model, "labels") != "optional":
+            raise PyroVAEError(f"--labels needs a semi-supervised model (--model ssvae); "
+                               f"{cfg.model.model!r} uses every label or none")
+        data = with_labels(data, cfg.labels, seed=cfg.train.seed)
     pyro.set_rng_seed(cfg.train.seed)  # --seed sets the networks' initialization too
     model, guide = build_pair(cfg.model, x_dim=data.x_dim, num_classes=data.num_classes)
     if world.is_main:  # only rank 0 writes
         run_dir = prepare_run_dir(run_dir, resume=args.resume, overwrite=args.overwrite)
         write_config(run_dir, cfg.to_dict())
+        if data.labelled is not None:  # the split, for the record (it follows from the seed)
+            write_json(run_dir / "labels.json", {"labelled": data.labelled.tolist()})
         print(f"training {cfg.model.model} (prior {cfg.model.prior}, guide {cfg.model.guide}) on "
               f"{cfg.dataset} [{len(data.train_x)} train / {len(data.test_x)} test] on {device}"
               f"{f' x {world.size} processes' if world.size > 1 else ''}, "
@@ -84,7 +96,8 @@ def _train(args, cfg: RunConfig, run_dir: Path) -> int:
     if not world.is_main:
         return 0
     figures = plot_training_figures(model, guide, data, history, run_dir,
-                                    conditional=model_takes_labels(cfg.model.model))
+                                    conditional=model_takes_labels(cfg.model.model),
+                                    style=data.labelled is not None)
     last = history[-1]
     print(f"epoch {last['epoch']}: test ELBO {last['test_elbo']:.2f} nats "
           f"(reconstruction {last['test_recon']:.2f}, KL {last['test_kl']:.2f})")

@@ -178,6 +178,10 @@ def markdown_table(report: dict) -> str:
                         f"{gap['se'] or 0:.3f} |" if gap else " |"))
     lines.append("")
     lines.append(f"- likelihood: {report.get('likelihood', 'discrete')}")
+    if "accuracy" in report:
+        acc = report["accuracy"]
+        lines.append(f"- test accuracy of q(y|x): {acc['accuracy']:.4f} ± {acc['se']:.4f} "
+                     f"({acc['n']} datapoints; the bounds above sum y out)")
     for a in report.get("ais", []):
         lines.append(f"- AIS T={a['steps']}: {a['chains']} chains from the {a['init']}, "
                      f"{a['evaluations']} log-joint evaluations per datapoint, HMC acceptance "

@@ -5,7 +5,8 @@ from collections.abc import Sequence
 
 from pyrovae.evaluation import report as eval_report
 from pyrovae.evaluation.bounds import evaluate
-from pyrovae.build import model_takes_labels
+from pyrovae.build import model_needs_labels, model_takes_labels
+from pyrovae.evaluation.classify import label_accuracy
 from pyrovae.errors import PyroVAEError
 from pyrovae.evaluation.marginal import ais_row
 from pyrovae.runs import load_run
@@ -24,9 +25,12 @@ def evaluate_run(run_dir, *, num_particles: Sequence[int] = (1, 10, 100, 1000, 5
     x, y = run.data.test_x, run.data.test_y
     if limit is not None:
         x, y = x[:limit], y[:limit]
-    report = evaluate(run.model, run.guide, x, y, num_particles=num_particles,
+    # a conditional model bounds log p(x | y); a semi-supervised one sums y: log p(x)
+    labels = y if model_needs_labels(run.config.model.model) else None
+    report = evaluate(run.model, run.guide, x, labels, num_particles=num_particles,
                       batch_size=batch_size, progress=progress, levels=run.data.levels)
-    labels = y if model_takes_labels(run.config.model.model) else None
+    if model_takes_labels(run.config.model.model) and labels is None:
+        report["accuracy"] = label_accuracy(run.guide, x, y)
     for steps in ais_steps:
         eval_report.add_ais(report, ais_row(run.model, run.guide, x, labels, num_steps=steps,
                                             num_chains=ais_chains, batch_size=ais_batch_size,

@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import math
 
+import torch
+from pyro.distributions import TorchDistribution
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.runtime import effectful
 from pyro.poutine.util import site_is_subsample
 
 from pyrovae.errors import PyroVAEError
@@ -54,3 +57,65 @@ def scale_latents(beta: float) -> ScaleSitesMessenger:
 def scale_observed(gamma: float) -> ScaleSitesMessenger:
     """Scale only the likelihood: ``scale_observed(0)`` trains on the KL term alone."""
     return ScaleSitesMessenger(observed=gamma)
+
+
+def _no_effect(name, fn, value):
+    return None
+
+
+def label_likelihood(name: str, fn, value) -> None:
+    """In a guide: "q(y | x) = ``fn`` would have given the observed label ``value``" -- a
+    message only :class:`ClassifyLabels` listens to (outside it, nothing happens).  The
+    semi-supervised VAE's guide says this on labelled batches, where it samples no y."""
+    effectful(_no_effect, type="label_likelihood")(name, fn, value, name=f"_label_{name}")
+
+
+class _Tilted(TorchDistribution):
+    """``base`` whose log-density at the observed value gains ``extra`` (a per-datapoint term)."""
+
+    def __init__(self, base, extra):
+        self.base, self.extra = base, extra
+        super().__init__(base.batch_shape, base.event_shape, validate_args=False)
+
+    @property
+    def support(self):
+        return self.base.support
+
+    def sample(self, sample_shape=torch.Size()):
+        return self.base.sample(sample_shape)
+
+    def log_prob(self, value):
+        return self.base.log_prob(value) + self.extra
+
+
+class ClassifyLabels(Messenger):
+    """The auxiliary classification loss of Kingma, Rezende, Mohamed & Welling (2014, M2),
+    ``- alpha * log q(y | x)`` on labelled data, as an effect handler around model and
+    guide: the guide's :func:`label_likelihood` messages are kept, and the model's observed
+    site of the same name then has log-density ``log p(y) + alpha * log q(y | x)``, so any
+    ELBO on the pair gains the term.  Models and guides never see ``alpha``; evaluation never
+    runs under it.
+    """
+
+    def __init__(self, alpha: float):
+        super().__init__()
+        if not (alpha >= 0) or math.isinf(alpha):
+            raise PyroVAEError(f"the classification weight alpha must be finite and >= 0, "
+                               f"got {alpha}")
+        self.alpha = alpha
+        self._kept = {}
+
+    def _pyro_label_likelihood(self, msg) -> None:
+        name, fn, value = msg["args"]
+        self._kept[name] = fn.log_prob(value)
+        msg["done"] = True  # a message of our own: no default effect
+
+    def _pyro_sample(self, msg) -> None:
+        extra = self._kept.pop(msg["name"], None) if msg["is_observed"] else None
+        if extra is not None and self.alpha:
+            msg["fn"] = _Tilted(msg["fn"], self.alpha * extra)
+
+
+def classify_labels(alpha: float) -> ClassifyLabels:
+    """``fit(..., handlers=(classify_labels(alpha),))``: M2's classification loss."""
+    return ClassifyLabels(alpha)

@@ -10,6 +10,7 @@ name               objective / gradient estimator                              r
 ``elbo[:K]``       E_q[log p(x,z) - log q(z|x)], reparameterized (Trace_ELBO)   [1]
 ``meanfield[:K]``  same, analytic KL where known (TraceMeanField_ELBO)
 ``tracegraph[:K]`` same, Rao-Blackwellized score function (TraceGraph_ELBO)     [2]
+``enum[:K]``       same, enumerated discrete guide sites summed (TraceEnum_ELBO)  [7]
 ``renyi:A[:K]``    1/(1-A) log 1/K sum_k w_k^(1-A), per datapoint               [3]
 ``iwae:K``         log 1/K sum_k w_k, per datapoint (= renyi:0:K)               [4]
 ``dreg:K``         iwae:K value; doubly reparameterized guide gradient          [5]
@@ -24,15 +25,16 @@ Trace_ELBO (``log w = log p(x|z) + β (log p(z) - log q(z|x))``).
 
 [1] Kingma & Welling 2014; Ranganath et al. 2014.  [2] Schulman et al. 2015.
 [3] Li & Turner 2016.  [4] Burda et al. 2016.  [5] Tucker et al. 2019.
-[6] Roeder et al. 2017.
+[6] Roeder et al. 2017.  [7] Kingma et al. 2014 (M2); Pyro's TraceEnum_ELBO.
 """
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Callable, NamedTuple
 
 import torch
-from pyro.infer import Trace_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
 
 from pyrovae import registry
 from pyrovae.errors import PyroVAEError
@@ -175,6 +177,22 @@ def elbo(K):
 def meanfield(K):
     """TraceMeanField_ELBO: analytic KL(q || p) where registered."""
     return MeanField(**_particles(K))
+
+
+class Enum(TraceEnum_ELBO):
+    """TraceEnum_ELBO that does not warn on batches with nothing to enumerate (the labelled
+    batches of semi-supervised training, where y is observed)."""
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="TraceEnum_ELBO found no sample sites")
+            return super().differentiable_loss(model, guide, *args, **kwargs)
+
+
+@_objective("enum", K1)
+def enum(K):
+    """TraceEnum_ELBO: guide sites marked ``infer={"enumerate": "parallel"}`` summed exactly."""
+    return Enum(max_plate_nesting=1, **_particles(K))
 
 
 @_objective("tracegraph", K1)

@@ -160,3 +160,17 @@ def plot_manifold(model, path, *, n: int = 20, y=None, x_dim: int = 784, device=
     yb = None if y is None else torch.as_tensor(y, device=device).reshape(-1).expand(n * n)
     return tile_images(decode(model, z, yb, x_dim=x_dim), path, per_row=n,
                        title=title or "decoded manifold: E[x | z] over the 2-D latent")
+
+
+@torch.no_grad()
+def plot_style_transfer(model, guide, x, y, path, *, num_classes: int = 10, names=None,
+                        title: str = "") -> Path:
+    """"Style" kept, label changed: row i is test image i, then its posterior mean
+    E_q[z | x_i, y_i] decoded with every label (Kingma et al. 2014, fig. 1)."""
+    z = posterior_means(guide, x, y)
+    labels = torch.arange(num_classes, device=z.device).repeat(len(x))
+    images = decode(model, z.repeat_interleave(num_classes, 0), labels, x_dim=x.shape[1])
+    rows = torch.cat([x[:, None], images.reshape(len(x), num_classes, -1)], 1)
+    return tile_images(rows.reshape(-1, x.shape[1]), path, per_row=num_classes + 1,
+                       col_labels=["x"] + [str(n) for n in (names or range(num_classes))],
+                       title=title or "each test image's z decoded with every label")

@@ -1,8 +1,8 @@
 """What figures read from a pair, through the contract alone.
 
 Reconstructions are the mean of the model's observation distribution with the latent
-replayed from the guide; samples the same with the observation un-observed
-(``poutine.uncondition``); decoded latents the same with the latent conditioned.  The
+replayed from the guide; decoded latents the same with the latent conditioned; samples
+decode draws of the latent from the model's prior.  The
 sites are found, not named: the model's one observed site and the guide's one latent
 site, whatever they are called; pairs are called ``(x,)`` or ``(x, y)``.
 """
@@ -23,6 +23,13 @@ def _one(sites: dict, what: str) -> str:
         raise PyroVAEError(f"this figure needs exactly one {what} site; the pair has "
                            f"{sorted(sites) or 'none'}")
     return next(iter(sites))
+
+
+def _data_site(sites: dict, x) -> str:
+    """The observed site holding the data ``x`` (a label observed beside it is not it)."""
+    if len(sites) > 1:
+        sites = {n: s for n, s in sites.items() if s["value"].shape == x.shape}
+    return _one(sites, "observed")
 
 
 def _trace(fn, x, y, handler=None):
@@ -46,15 +53,13 @@ def observation_mean(model, guide, x, y=None) -> torch.Tensor:
     """E[x | z] with z ~ q(z | x): the reconstruction of ``x``."""
     guide_tr = _trace(guide, x, y)
     model_tr = _trace(model, x, y, lambda m: poutine.replay(m, trace=guide_tr))
-    return model_tr.nodes[_one(observed_sites(model_tr), "observed")]["fn"].mean
+    return model_tr.nodes[_data_site(observed_sites(model_tr), x)]["fn"].mean
 
 
 @torch.no_grad()
 def prior_mean(model, n: int, *, x_dim: int = 784, y=None, device="cpu") -> torch.Tensor:
-    """E[x | z] with z ~ p(z): decoded prior samples."""
-    tr = _trace(model, _dummy(n, x_dim, device), y, poutine.uncondition)
-    observed = {name: s for name, s in latent_sites(tr).items() if s["infer"].get("was_observed")}
-    return tr.nodes[_one(observed, "observed")]["fn"].mean
+    """E[x | z] with z ~ p(z) (and the given labels ``y``): decoded prior samples."""
+    return decode(model, prior_draws(model, n, y, x_dim=x_dim, device=device), y, x_dim=x_dim)
 
 
 @torch.no_grad()
@@ -69,7 +74,7 @@ def decode(model, z: torch.Tensor, y=None, *, x_dim: int = 784) -> torch.Tensor:
     """E[x | z] (``[N, x_dim]``) with the model's latent fixed to ``z``."""
     x = _dummy(z.shape[0], x_dim, z.device)
     plain = _probe(model, x, y)
-    latent, observed = _one(latent_sites(plain), "latent"), _one(observed_sites(plain), "observed")
+    latent, observed = _one(latent_sites(plain), "latent"), _data_site(observed_sites(plain), x)
     tr = _trace(model, x, y, lambda m: poutine.condition(m, data={latent: z}))
     return tr.nodes[observed]["fn"].mean
 

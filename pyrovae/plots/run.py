@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from pyrovae.data import class_names  # noqa: E402
-from pyrovae.plots.latent import plot_class_grid  # noqa: E402
+from pyrovae.plots.latent import plot_class_grid, plot_style_transfer  # noqa: E402
 from pyrovae.plots.readers import observation_mean, prior_mean  # noqa: E402
 from pyrovae.plots.tiles import save_figure, tile_images  # noqa: E402
 
@@ -82,9 +82,10 @@ def plot_k_curve(report: dict, path) -> Path:
 
 
 def plot_training_figures(model, guide, data, history, run_dir, *,
-                          conditional: bool = False) -> list[Path]:
+                          conditional: bool = False, style: bool = False) -> list[Path]:
     """``samples.png``, ``reconstructions.png``, ``loss.png`` (and ``class_grid.png`` for a
-    conditional model) of a trained pair on a :class:`~pyrovae.data.ImageData`."""
+    conditional model, ``style_transfer.png`` with ``style``) of a trained pair on a
+    :class:`~pyrovae.data.ImageData`."""
     run_dir = Path(run_dir)
     dev = data.test_x.device
     y = torch.arange(64, device=dev) % data.num_classes if conditional else None
@@ -97,4 +98,10 @@ def plot_training_figures(model, guide, data, history, run_dir, *,
                                        num_classes=data.num_classes, x_dim=data.x_dim,
                                        device=dev, names=class_names(data.name,
                                                                      data.num_classes)))
+    if style:
+        idx = torch.arange(8, device=dev)
+        figures.append(plot_style_transfer(model, guide, data.test_x[idx], data.test_y[idx],
+                                           run_dir / "style_transfer.png",
+                                           num_classes=data.num_classes,
+                                           names=class_names(data.name, data.num_classes)))
     return figures

@@ -74,6 +74,46 @@ class TensorBatches:
         return min(self.bs, self.n - i * self.bs)
 
 
+class SemiSupervisedBatches:
+    """An epoch of a partly labelled :class:`~pyrovae.data.ImageData`: every unlabelled
+    batch ``(x,)`` and every labelled batch ``(x, y)`` once, the labelled ones spread evenly
+    among the unlabelled (as Kingma et al. 2014 and Pyro's M2 example interleave them)."""
+
+    def __init__(self, data: ImageData, *, batch_size: int, world):
+        if world.size > 1:
+            raise PyroVAEError("semi-supervised training runs in one process")
+        mask = torch.zeros(len(data.train_x), dtype=torch.bool, device=data.train_x.device)
+        mask[data.labelled] = True
+        self.labelled, self.unlabelled = data.labelled, torch.nonzero(~mask).flatten()
+        self.x, self.y, self.present = data.train_x, data.train_y, data.train_batch
+        self.bs = min(batch_size, len(self.unlabelled))
+        self.bs_l = min(batch_size, len(self.labelled))
+        self.nu = math.ceil(len(self.unlabelled) / self.bs)
+        self.nl = math.ceil(len(self.labelled) / self.bs_l)
+        self.steps, self.seen, self.device = self.nu + self.nl, len(self.x), self.x.device
+        # step i is labelled when it is one of the nl evenly spaced positions
+        self.is_labelled = torch.zeros(self.steps, dtype=torch.bool)
+        self.is_labelled[(torch.arange(self.nl) * self.steps) // self.nl] = True
+        self.index = torch.cumsum(self.is_labelled, 0) - self.is_labelled.long()
+
+    def order(self, gen):
+        return (self.unlabelled[torch.randperm(len(self.unlabelled), generator=gen,
+                                               device=self.device)],
+                self.labelled[torch.randperm(len(self.labelled), generator=gen,
+                                             device=self.device)])
+
+    def batch(self, perm, i: int, gen) -> tuple:
+        if self.is_labelled[i]:
+            j = int(self.index[i])
+            idx = perm[1][j * self.bs_l:(j + 1) * self.bs_l]
+            return self.present(idx, gen), self.y[idx]
+        j = i - int(self.index[i])  # unlabelled batches before step i
+        return (self.present(perm[0][j * self.bs:(j + 1) * self.bs], gen),)
+
+    def size(self, i: int) -> int:
+        return 0  # counted from the batch
+
+
 class LoaderBatches:
     """A user's DataLoader, batch by batch, moved to ``device``."""
 
@@ -101,6 +141,9 @@ class LoaderBatches:
 
 def make_batches(data, *, batch_size: int, world, labels: bool, generator, device):
     """The batch source for ``data`` (see the module docstring) and its test tensors."""
+    if isinstance(data, ImageData) and data.labelled is not None:
+        return (SemiSupervisedBatches(data, batch_size=batch_size, world=world),
+                (data.test_x, None))  # the test ELBO of a semi-supervised model sums y out
     if isinstance(data, ImageData):
         return (TensorBatches(data.train_x, data.train_y if labels else None,
                               batch_size=batch_size, world=world, present=data.train_batch),

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from pyrovae.config import TrainConfig
 from pyrovae.errors import CheckpointError, PyroVAEError, TrainingInterrupted
 from pyrovae.evaluation.bounds import elbo_terms
+from pyrovae.infer.handlers import classify_labels
 from pyrovae.infer.objectives import make_objective
 from pyrovae.infer.schedules import BetaSchedule
 from pyrovae.evaluation.weights import trace_pair
@@ -110,6 +111,8 @@ def fit(model, guide, data, cfg: TrainConfig, *, test_data=None, run_dir=None,
     if objective is None or isinstance(objective, str):
         objective = make_objective(objective or cfg.objective)
     schedule = BetaSchedule.from_config(cfg)
+    if cfg.alpha > 0:  # M2's classification loss, a handler like β
+        handlers = (*handlers, classify_labels(cfg.alpha))
     pair = PairParameters(model, guide, device=device)
     step = TrainStep(model, guide, objective, None, handlers=handlers, world=world,
                      engine=cfg.engine)

@@ -57,7 +57,7 @@ TRAIN_FLAGS = [  # (flags after `train`, what the line must say)
     (["--objective", "nosuch"], r"unknown objective 'nosuch'"),
     (["--objective", "iwae:0"], r"iwae:0.*integer K >= 1"),
     (["--objective", "renyi:1"], r"ALPHA = 1 is elbo"),
-    (["--model", "gan"], r"--model\) = 'gan' .*one of cvae, vae, vqvae"),
+    (["--model", "gan"], r"--model\) = 'gan' .*one of cvae, ssvae, vae, vqvae"),
     (["--prior", "nope"], r"--prior\) = 'nope'"),
     (["--guide", "nope"], r"--guide\) = 'nope'"),
     (["--likelihood", "poisson"], r"--likelihood\) = 'poisson' .*bernoulli, gaussian, logistic"),

@@ -38,7 +38,7 @@ def test_resume_extends_a_finished_run(trained_run, cli):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["train", "--model", "gan"], "--model\\) = 'gan' is invalid: it must be one of cvae, vae"),
+    (["train", "--model", "gan"], "--model\\) = 'gan' is invalid: it must be one of cvae, ssvae, vae"),
     (["train", "--guide", "nope"], "--guide\\) = 'nope' is invalid: it must be one of .*diagonal"),
     (["train", "--dataset", "cifar"], "unknown dataset 'cifar'; valid datasets:"),
     (["train", "--dataset", "fashion-mnist", "--data-dir", "/nonexistent"],

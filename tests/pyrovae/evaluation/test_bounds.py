@@ -298,12 +298,9 @@ def test_bad_input_raises_a_clear_error(lg, model, guide, x, k, match):
 
 def _registered_pairs():
     from pyrovae import registry
+    from pyrovae.build import registered_pairs
 
-    models = [m for m in registry.names("model")
-              if not hasattr(registry.get("model", m), "cli_train")]  # the VQ-VAE is not Pyro
-    guides = [g for g in registry.names("guide")
-              if not getattr(registry.get("guide", g), "needs_data", False)]
-    return [(m, g, p) for m in models for g in guides for p in registry.names("prior")]
+    return [(m, g, p) for m, g in registered_pairs() for p in registry.names("prior")]
 
 
 @pytest.mark.parametrize("model_name, guide_name, prior_name", _registered_pairs())
