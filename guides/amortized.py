@@ -17,7 +17,9 @@ import torch
 from pyro.nn import PyroModule
 from torch import nn
 
+from pyrovae.conv_nets import ConvEncoder, image_side
 from pyrovae.data import labels_one_hot
+from pyrovae.errors import PyroVAEError
 from pyrovae.nets import MLP, ConditionedMLP, unique_name
 
 
@@ -85,7 +87,12 @@ class AmortizedGuide(Guide):
 
 
 def encoder_for(cfg, *, x_dim: int, num_classes: int, out_dim: int) -> nn.Module:
-    """The MLP encoder of a registered guide: ``ConditionedMLP`` when labels are used."""
+    """The encoder of a registered guide: an MLP (``ConditionedMLP`` when labels are used),
+    or the conv stack for ``cfg.network == "conv"``."""
+    if cfg.network == "conv":
+        if num_classes:
+            raise PyroVAEError("--network conv is for unconditional models; use mlp")
+        return ConvEncoder(image_side(x_dim), out_dim)
     if num_classes:
         return ConditionedMLP(x_dim, num_classes, cfg.hidden, out_dim, activation=cfg.activation)
     return MLP(x_dim, cfg.hidden, out_dim, activation=cfg.activation)

@@ -76,6 +76,10 @@ def likelihood(name: str):
 
 @torch.no_grad()
 def init_output_bias_(decoder: nn.Module, lik, x: torch.Tensor) -> None:
-    """The last ``nn.Linear`` of ``decoder`` predicts the pixels' marginal from the start."""
+    """The last ``nn.Linear`` of ``decoder`` predicts the pixels' marginal from the start
+    (a decoder that knows better -- the conv decoder -- says so with its own method)."""
+    if hasattr(decoder, "init_output_bias_"):
+        decoder.init_output_bias_(x.reshape(x.shape[0], -1).mean(0))
+        return
     last = [m for m in decoder.modules() if isinstance(m, nn.Linear)][-1]
     last.bias.copy_(lik.bias(x.reshape(x.shape[0], -1).to(last.bias)))

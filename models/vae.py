@@ -14,7 +14,9 @@ import torch
 from pyro.nn import PyroModule
 from torch import nn
 
+from pyrovae.conv_nets import ConvDecoder, image_side
 from pyrovae.data import labels_one_hot
+from pyrovae.errors import PyroVAEError
 from pyrovae.models.likelihoods import init_output_bias_, likelihood
 from pyrovae.nets import MLP, unique_name
 from pyrovae.registry import register
@@ -65,8 +67,19 @@ class VAE(PyroModule):
         self.data_initialized = True
 
 
+def decoder_for(cfg, x_dim: int, lik) -> nn.Module:
+    """The decoder of ``cfg.network``: an MLP, or the transposed-conv stack (one output per
+    pixel: Bernoulli logits)."""
+    if cfg.network == "conv":
+        if lik.outputs != 1:
+            raise PyroVAEError("--network conv decodes one logit per pixel: use "
+                               "--likelihood bernoulli")
+        return ConvDecoder(cfg.latent_dim, image_side(x_dim))
+    return MLP(cfg.latent_dim, cfg.hidden, lik.outputs * x_dim, activation=cfg.activation)
+
+
 @register("model", "vae")
 def vae(cfg, *, x_dim: int, num_classes: int, prior: nn.Module):
     lik = likelihood(cfg.likelihood)
-    decoder = MLP(cfg.latent_dim, cfg.hidden, lik.outputs * x_dim, activation=cfg.activation)
+    decoder = decoder_for(cfg, x_dim, lik)
     return VAE(decoder, prior, likelihood=cfg.likelihood, data_init=cfg.output_bias == "data")

@@ -32,6 +32,8 @@ _API = {  # module -> the public names it holds
                                   "particle_ladder"),
     "pyrovae.evaluation.run": ("evaluate_run",),
     "pyrovae.evaluation.classify": ("label_accuracy", "predict_labels"),
+    "pyrovae.evaluation.disentanglement": ("mig", "factorvae_score", "disentanglement_report"),
+    "pyrovae.sprites": ("SpriteGrid", "reduced_grid"),
     "pyrovae.evaluation.marginal": ("ais_log_likelihood", "bdmc", "ais_row", "AISEstimate"),
     "pyrovae.evaluation.report": ("write_report", "markdown_table"),
     "pyrovae.evaluation.weights": ("make_plan",),

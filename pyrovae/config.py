@@ -49,6 +49,9 @@ class ModelConfig:
                                           "pixels), gaussian (dequantized pixels, learned "
                                           "variance), logistic (discretized, 256 levels)",
                              OneOf(LIKELIHOOD_TRANSFORMS))
+    network: str = option("mlp", "encoder/decoder networks: mlp, or conv (the conv stack of "
+                                 "Higgins et al. / Locatello et al. for square binary images)",
+                          OneOf(("mlp", "conv")))
     latent_dim: int = option(50, "dimension of z", POSITIVE)
     hidden: int = option(400, "width of the hidden layer of encoder and decoder MLPs", POSITIVE)
     # relu and sigma = exp(raw / 2) measured best for the Bernoulli MLP VAE (softplus

@@ -56,6 +56,12 @@ class ImageData:
     train_transform: str = "binarize"
     levels: int | None = None
     labelled: torch.Tensor | None = None  # indices of the training labels kept (None: all)
+    # datasets with known generating factors (pyrovae/sprites.py): classes [N, K] per image
+    train_factors: torch.Tensor | None = None
+    test_factors: torch.Tensor | None = None
+    factor_names: tuple = ()
+    factor_sizes: tuple = ()
+    factor_source: object = None  # renders images of given factors (the FactorVAE score)
 
     def __post_init__(self):
         if self.train_transform not in TRANSFORMS:
@@ -224,17 +230,26 @@ def load_dataset(name: str, *, data_dir=None, device="cpu", likelihood: str = "b
                                f"but {len(arrays[f'{split}_y'])} labels")
     grey = {s: torch.from_numpy(arrays[f"{s}_x"].reshape(len(arrays[f"{s}_x"]), -1)
                                 .astype(np.float32) / 255.0) for s in ("train", "test")}
-    if grey["train"].shape[1] != 784 or grey["test"].shape[1] != 784:
+    side = arrays["train_x"].shape[1:]
+    expected = 784 if name in ("mnist", "fashion-mnist", "mnist-sample") else int(np.prod(side))
+    if grey["train"].shape[1] != expected or grey["test"].shape[1] != expected:
         raise PyroVAEError(f"dataset {name!r}: expected 28x28 images, got "
                            f"{grey['train'].shape[1]} pixels")
     gen = torch.Generator().manual_seed(test_seed)
     test_x = (torch.bernoulli(grey["test"], generator=gen) if transform == "binarize" else
               dequantize(grey["test"], gen) if transform == "dequantize" else grey["test"])
     labels = {s: torch.from_numpy(arrays[f"{s}_y"].astype(np.int64)) for s in ("train", "test")}
+    factors = {f"{s}_factors": torch.from_numpy(np.asarray(arrays[f"{s}_factors"])).long()
+               .to(device) for s in ("train", "test") if f"{s}_factors" in arrays}
     return ImageData(name=name, train_x=grey["train"].to(device),
                      train_y=labels["train"].to(device), test_x=test_x.to(device),
                      test_y=labels["test"].to(device), train_transform=transform,
-                     levels=256 if transform == "dequantize" else None)
+                     levels=256 if transform == "dequantize" else None,
+                     image_shape=(1, *side) if len(side) == 2 else tuple(side),
+                     num_classes=int(arrays.get("num_classes", 10)),
+                     factor_names=tuple(arrays.get("factor_names", ())),
+                     factor_sizes=tuple(arrays.get("factor_sizes", ())),
+                     factor_source=arrays.get("factor_source"), **factors)
 
 
 def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -178,6 +178,12 @@ def markdown_table(report: dict) -> str:
                         f"{gap['se'] or 0:.3f} |" if gap else " |"))
     lines.append("")
     lines.append(f"- likelihood: {report.get('likelihood', 'discrete')}")
+    if "disentanglement" in report:
+        d = report["disentanglement"]
+        per = ", ".join(f"{k} {v:.3f}" for k, v in d["mig_per_factor"].items())
+        lines.append(f"- disentanglement: MIG {d['mig']:.3f} ({per}); FactorVAE score "
+                     f"{d['factorvae']:.3f} ({d['factorvae_votes']} votes, "
+                     f"{d['factorvae_active_dims']} active dims)")
     if "accuracy" in report:
         acc = report["accuracy"]
         lines.append(f"- test accuracy of q(y|x): {acc['accuracy']:.4f} ± {acc['se']:.4f} "

@@ -7,6 +7,7 @@ from pyrovae.evaluation import report as eval_report
 from pyrovae.evaluation.bounds import evaluate
 from pyrovae.build import model_needs_labels, model_takes_labels
 from pyrovae.evaluation.classify import label_accuracy
+from pyrovae.evaluation.disentanglement import disentanglement_report
 from pyrovae.errors import PyroVAEError
 from pyrovae.evaluation.marginal import ais_row
 from pyrovae.runs import load_run
@@ -31,6 +32,8 @@ def evaluate_run(run_dir, *, num_particles: Sequence[int] = (1, 10, 100, 1000, 5
                       batch_size=batch_size, progress=progress, levels=run.data.levels)
     if model_takes_labels(run.config.model.model) and labels is None:
         report["accuracy"] = label_accuracy(run.guide, x, y)
+    if run.data.test_factors is not None:  # known generating factors: MIG, FactorVAE score
+        report["disentanglement"] = disentanglement_report(run.guide, run.data)
     for steps in ais_steps:
         eval_report.add_ais(report, ais_row(run.model, run.guide, x, labels, num_steps=steps,
                                             num_chains=ais_chains, batch_size=ais_batch_size,

@@ -15,6 +15,7 @@ name               objective / gradient estimator                              r
 ``iwae:K``         log 1/K sum_k w_k, per datapoint (= renyi:0:K)               [4]
 ``dreg:K``         iwae:K value; doubly reparameterized guide gradient          [5]
 ``stl[:K]``        elbo value; path-only ("sticking the landing") guide grad.   [6]
+``tcvae:B[:N]``    ELBO - (B - 1) TC, minibatch-weighted TC estimate            [8]
 =================  ==========================================================  ==========
 
 with ``w_k = p(x, z_k) / q(z_k | x)``, ``z_k ~ q`` vectorized over a particle plate placed
@@ -26,6 +27,7 @@ Trace_ELBO (``log w = log p(x|z) + β (log p(z) - log q(z|x))``).
 [1] Kingma & Welling 2014; Ranganath et al. 2014.  [2] Schulman et al. 2015.
 [3] Li & Turner 2016.  [4] Burda et al. 2016.  [5] Tucker et al. 2019.
 [6] Roeder et al. 2017.  [7] Kingma et al. 2014 (M2); Pyro's TraceEnum_ELBO.
+[8] Chen, Li, Grosse & Duvenaud 2018.
 """
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanFie
 
 from pyrovae import registry
 from pyrovae.errors import PyroVAEError
+from pyrovae.infer.tcvae import BetaTCVAE
 from pyrovae.infer.particles import DReG_IWAE, IWAE, ParticleObjective, RenyiBound, STL_ELBO
 
 __all__ = ["make_objective", "objective_syntax", "ParticleObjective", "RenyiBound", "IWAE",
@@ -213,6 +216,16 @@ def iwae(K):
 @_objective("dreg", K)
 def dreg(K):
     return DReG_IWAE(num_particles=K)
+
+
+BETA = Param("BETA", float, lambda b: math.isfinite(b) and b >= 0, "real BETA >= 0")
+N = Param("N", int, lambda n: n >= 0, "dataset size N (0: the batch's)", default=0)
+
+
+@_objective("tcvae", BETA, N)
+def tcvae(BETA, N):
+    """β-TCVAE: the ELBO with its total correlation weighted by BETA (Chen et al. 2018)."""
+    return BetaTCVAE(BETA, dataset_size=N or None)
 
 
 @_objective("stl", K1)

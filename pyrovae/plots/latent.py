@@ -30,12 +30,14 @@ def _num(v: float) -> str:
 
 @torch.no_grad()
 def plot_traversal(model, guide, x, path, *, y=None, index: int = 0, span: float = 3.0,
-                   steps: int = 11, max_units: int | None = None, title: str = "") -> Path:
+                   steps: int = 11, max_units: int | None = None, title: str = "",
+                   unit_names: dict | None = None) -> Path:
     """Latent traversal: one row per unit u, z_u swept over [-span, span] with the other
     units held at E_q[z | x_index]; rows ordered by the unit's average KL over ``x``
     (or by its activity when KL per unit is undefined), inactive units greyed.
 
     ``x`` is a test set: it supplies the KL/activity statistics and the held digit.
+    ``unit_names`` (unit -> text, e.g. the factor a unit captures) is added to its row label.
     """
     if not 0 <= index < x.shape[0]:
         raise PyroVAEError(f"--index {index} is outside the test set (0..{x.shape[0] - 1})")
@@ -52,8 +54,9 @@ def plot_traversal(model, guide, x, path, *, y=None, index: int = 0, span: float
     n_off = int((act <= INACTIVE).sum())
     title = title or (f"traversal of test digit #{index}; {len(act) - n_off} of {len(act)} "
                       f"units active (grey: inactive)")
+    names = unit_names or {}
     return tile_images(images, path, per_row=steps, title=title,
-                       row_labels=[label for _, label, _ in rows],
+                       row_labels=[f"{label} {names.get(u, '')}".rstrip() for u, label, _ in rows],
                        row_colors=["0.6" if off else "black" for _, _, off in rows],
                        col_labels=[_num(v) for v in values.tolist()])
 

@@ -150,6 +150,8 @@ def make_batches(data, *, batch_size: int, world, labels: bool, generator, devic
                 (data.test_x, data.test_y if labels else None))
     if isinstance(data, torch.Tensor):
         return TensorBatches(data, batch_size=batch_size, world=world), None
+    if isinstance(data, (tuple, list)) and len(data) == 1 and isinstance(data[0], torch.Tensor):
+        return TensorBatches(data[0], batch_size=batch_size, world=world), None
     if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], torch.Tensor):
         return TensorBatches(data[0], data[1], batch_size=batch_size, world=world), None
     if isinstance(data, Dataset):
