@@ -38,7 +38,7 @@ import torch
 from pyro import poutine
 from pyro.infer.importance import vectorized_importance_weights
 
-from pyrovae import ModelConfig, build_pair, cpu_model, evaluate, load_dataset, make_plan
+from pyrovae import ModelConfig, build_pair, evaluate, load_dataset, machine_info, make_plan
 from pyrovae.models import VAE
 
 
@@ -51,12 +51,13 @@ class PyroBernoulliVAE(VAE):
             return pyro.sample("x", dist.Bernoulli(logits=self.decoder(z)).to_event(1), obs=x)
 
 
-def gemm_peak(clock, *, rows: int, repeats: int = 5) -> dict:
+def gemm_peak(clock, *, rows: int, repeats: int = 5, device="cpu") -> dict:
     """Best GFLOP/s of a 2048³ matmul and of the decoder's output-layer GEMM shape."""
     out = {}
     for name, (m, k, n) in {"2048^3": (2048, 2048, 2048),
                             f"decoder {rows}x400x784": (rows, 400, 784)}.items():
-        a, b, bias = torch.randn(m, k), torch.randn(n, k), torch.randn(n)
+        a, b, bias = (torch.randn(m, k, device=device), torch.randn(n, k, device=device),
+                      torch.randn(n, device=device))
         best = float("inf")
         for _ in range(repeats):
             t = clock()
@@ -105,18 +106,27 @@ def main(argv=None):
     p.add_argument("--naive-particles", type=int, default=100, help="particles for (d)")
     p.add_argument("--vectorized-data", type=int, default=8, help="datapoints for (e)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda: wall clock, "
+                   "synchronised")
     p.add_argument("--out", default="results/benchmark_evaluation.json")
     args = p.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    clock = time.thread_time if args.threads == 1 else time.perf_counter
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        def clock():
+            torch.cuda.synchronize()
+            return time.perf_counter()
+    else:
+        clock = time.thread_time if args.threads == 1 else time.perf_counter
     torch.manual_seed(0)
     pyro.set_rng_seed(0)
-    data = load_dataset("mnist-sample")
+    data = load_dataset("mnist-sample", device=device)
     x = data.test_x[:args.num_data]
     n, big_k = len(x), args.num_particles
     cfg = ModelConfig()
     model, guide = build_pair(cfg, x_dim=data.x_dim, num_classes=data.num_classes)
+    model.to(device), guide.to(device)
     D, H, L = data.x_dim, cfg.hidden, cfg.latent_dim
     with torch.no_grad():
         chunk = make_plan(model, guide, x[:args.batch_size]).auto_chunk_size()
@@ -124,11 +134,11 @@ def main(argv=None):
     load = [os.getloadavg()[0]]
 
     evaluate(model, guide, x[:2], num_particles=(1, 2), progress=False)  # imports, warm-up
-    peaks = [gemm_peak(clock, rows=rows)]
+    peaks = [gemm_peak(clock, rows=rows, device=device)]
     ks = tuple(k for k in (1, 10, 100, 1000, 5000) if k < big_k) + (big_k,)
     report, t_eval = timed(clock, evaluate, model, guide, x, num_particles=ks,
                            batch_size=args.batch_size)
-    peaks.append(gemm_peak(clock, rows=rows))
+    peaks.append(gemm_peak(clock, rows=rows, device=device))
     peak = max(max(pk.values()) for pk in peaks)
 
     chunks = math.ceil(big_k / chunk)
@@ -150,8 +160,8 @@ def main(argv=None):
     est = {"pyro_bernoulli": t_pyro_b * n / m, "naive": t_naive * per / (nd * nk),
            "pyro_vectorized": t_vec * n / nv}
     result = {
-        "machine": cpu_model(), "threads": args.threads,
-        "clock": "thread CPU time" if args.threads == 1 else "wall",
+        "machine": machine_info(device), "threads": args.threads,
+        "clock": "thread CPU time" if args.threads == 1 and device.type == "cpu" else "wall",
         "torch": torch.__version__, "pyro": pyro.__version__, "load_average": load,
         "model": f"{D}-{H}-{L} MLP VAE, Bernoulli decoder, untrained",
         "num_data": n, "num_particles": big_k, "batch_size": args.batch_size,
@@ -163,7 +173,8 @@ def main(argv=None):
         "speedup": {name: t / t_eval for name, t in est.items()},
         "iwae_nats": {str(r["K"]): r["mean"] for r in report["bounds"]},
     }
-    print(f"\n{result['machine']}, {args.threads} thread(s), {result['clock']}; "
+    print(f"\n{result['machine'].get('gpu') or result['machine']['cpu']}, "
+          f"{args.threads} thread(s), {result['clock']}; "
           f"load average {load[0]:.1f} -> {load[1]:.1f}")
     each = ", ".join(f"{k} {v:.1f}" for pk in peaks for k, v in pk.items())
     print(f"fp32 GEMM peak: {peak:.1f} GFLOP/s  ({each})")
