@@ -34,12 +34,17 @@ class CVAE(VAE):
         super().__init__(decoder, prior, num_classes=decoder.num_classes, **options)
 
 
-@register("model", "cvae", labels=True)
-def cvae(cfg, *, x_dim: int, num_classes: int, prior: nn.Module):
+def build_conditional(cls, cfg, *, x_dim: int, num_classes: int, prior: nn.Module):
+    """``cls(decoder, prior, ...)`` with the label-reading MLP decoder of ``cfg``."""
     if num_classes < 2:
-        raise PyroVAEError(f"--model cvae needs a labelled dataset; this one has "
+        raise PyroVAEError(f"--model {cfg.model} needs a labelled dataset; this one has "
                            f"{num_classes} classes")
     lik = likelihood(cfg.likelihood)
     decoder = ConditionedMLP(cfg.latent_dim, num_classes, cfg.hidden, lik.outputs * x_dim,
                              activation=cfg.activation)
-    return CVAE(decoder, prior, likelihood=cfg.likelihood, data_init=cfg.output_bias == "data")
+    return cls(decoder, prior, likelihood=cfg.likelihood, data_init=cfg.output_bias == "data")
+
+
+@register("model", "cvae", labels=True)
+def cvae(cfg, *, x_dim: int, num_classes: int, prior: nn.Module):
+    return build_conditional(CVAE, cfg, x_dim=x_dim, num_classes=num_classes, prior=prior)

@@ -17,8 +17,7 @@ import torch
 from torch import nn
 
 from pyrovae.data import labels_one_hot, one_hot_any
-from pyrovae.errors import PyroVAEError
-from pyrovae.models.likelihoods import likelihood
+from pyrovae.models.cvae import build_conditional
 from pyrovae.models.vae import VAE
 from pyrovae.nets import ConditionedMLP
 from pyrovae.registry import register
@@ -44,10 +43,4 @@ class SSVAE(VAE):
 
 @register("model", "ssvae", labels="optional", guide="ssvae")
 def ssvae(cfg, *, x_dim: int, num_classes: int, prior: nn.Module):
-    if num_classes < 2:
-        raise PyroVAEError(f"--model ssvae needs a labelled dataset; this one has "
-                           f"{num_classes} classes")
-    lik = likelihood(cfg.likelihood)
-    decoder = ConditionedMLP(cfg.latent_dim, num_classes, cfg.hidden, lik.outputs * x_dim,
-                             activation=cfg.activation)
-    return SSVAE(decoder, prior, likelihood=cfg.likelihood, data_init=cfg.output_bias == "data")
+    return build_conditional(SSVAE, cfg, x_dim=x_dim, num_classes=num_classes, prior=prior)

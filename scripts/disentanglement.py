@@ -10,7 +10,6 @@ are labelled by the factor each latent carries most information about.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -19,8 +18,9 @@ import pyro
 import torch
 
 from pyrovae import (ModelConfig, TrainConfig, activity, build_pair, elbo_terms, factorvae_score,
-                     fit, load_dataset, machine_info, mig, plot_traversal, posterior_means,
+                     fit, load_dataset, mig, plot_traversal, posterior_means,
                      save_figure)
+from study import write_results
 
 
 def parse_args(argv=None):
@@ -128,15 +128,7 @@ def main(argv=None) -> int:
     lines += [f"| {s['objective']} | {s['beta']:g} | {s['mig']:.3f} ± {s['mig_sd']:.3f} | "
               f"{s['factorvae']:.3f} ± {s['factorvae_sd']:.3f} | {s['recon']:.2f} | "
               f"{s['kl']:.2f} | {s['active_units']:.1f} |" for s in summary]
-    info = machine_info()
-    lines += ["", f"{info['cpu']} ({info['cpu_count']} cores), torch {info['torch']}."]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"rows": rows, "summary": summary,
-                                                    "machine": info, "args": vars(args)},
-                                                   indent=2) + "\n")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    print(write_results(args.out, {"rows": rows, "summary": summary, "args": vars(args)}, lines))
     return 0
 
 

@@ -22,8 +22,9 @@ import pyro
 import torch
 
 from pyrovae import (ModelConfig, TrainConfig, build_pair, class_names, evaluate, fit,
-                     label_accuracy, load_dataset, machine_info, plot_class_grid,
+                     label_accuracy, load_dataset, plot_class_grid,
                      plot_style_transfer, save_figure, with_labels)
+from study import write_results
 
 
 def parse_args(argv=None):
@@ -122,15 +123,7 @@ def main(argv=None) -> int:
                   f"{b['test_accuracy'][-1]:.4f} | "
                   f"{sum(b['seconds_per_epoch']) / len(b['seconds_per_epoch']):.0f} |"
                   for b in baseline]
-    info = machine_info()
-    lines += ["", f"{info['cpu']} ({info['cpu_count']} cores), torch {info['torch']}."]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"rows": rows, "baseline": baseline,
-                                                    "machine": info, "args": vars(args)},
-                                                   indent=2) + "\n")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    print(write_results(args.out, {"rows": rows, "baseline": baseline, "args": vars(args)}, lines))
     return 0
 
 

@@ -53,3 +53,20 @@ def cli(capsys):
         out, err = capsys.readouterr()
         return code, out, err
     return run
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """``trained(*flags)``: a run directory trained once per session with these
+    ``pyrovae train`` flags (tests that only read a run share it)."""
+    from pyrovae.cli import main
+
+    cache = {}
+
+    def get(*flags):
+        if flags not in cache:
+            run_dir = tmp_path_factory.mktemp("runs") / "run"
+            assert main(["train", "--run-dir", str(run_dir), *flags]) == 0
+            cache[flags] = run_dir
+        return cache[flags]
+    return get

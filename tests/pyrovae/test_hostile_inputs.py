@@ -18,12 +18,8 @@ TINY = ["--epochs", "1", "--latent-dim", "2", "--hidden", "8", "--no-progress"]
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    from pyrovae.cli import main
-
-    run_dir = tmp_path_factory.mktemp("hostile") / "vae"
-    assert main(["train", "--run-dir", str(run_dir), *TINY]) == 0
-    return run_dir
+def run(trained):
+    return trained(*TINY)
 
 
 def idx(path, array):

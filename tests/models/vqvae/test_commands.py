@@ -3,7 +3,6 @@ import json
 
 import pytest
 
-from pyrovae.cli import main
 
 TINY = ["--model", "vqvae", "--epochs", "1", "--num-codes", "16", "--code-dim", "4",
         "--channels", "8", "--no-progress"]
@@ -15,10 +14,8 @@ TINY_PRIOR = ["--epochs", "1", "--d-model", "16", "--layers", "1", "--heads", "2
 
 
 @pytest.fixture(scope="module")
-def vq_run(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("runs") / "vq"
-    assert main(["train", "--run-dir", str(run_dir), *TINY]) == 0
-    return run_dir
+def vq_run(trained):
+    return trained(*TINY)
 
 
 def test_train_writes_a_vqvae_run(vq_run):

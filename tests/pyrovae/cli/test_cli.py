@@ -3,17 +3,14 @@ import json
 
 import pytest
 
-from pyrovae.cli import main
 
 TINY = ["--epochs", "1", "--latent-dim", "4", "--hidden", "32", "--no-progress"]
 
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("runs") / "tiny"
-    assert main(["train", "--run-dir", str(run_dir), *TINY]) == 0
-    return run_dir
+def trained_run(trained):
+    return trained(*TINY)
 
 
 def test_train_writes_the_run_directory(trained_run):
