@@ -34,6 +34,7 @@ def parse_args(argv=None):
     p.add_argument("--votes", type=int, default=800, help="FactorVAE train and eval votes")
     p.add_argument("--out", default="results/disentanglement")
     p.add_argument("--figures", default="docs/figures")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
@@ -82,7 +83,7 @@ def summarize(rows):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     data = load_dataset(args.dataset)
     rows, kept = [], {}
     plan = [("elbo", b) for b in args.betas] + [("tcvae:" + f"{b:g}", b) for b in args.tcvae]

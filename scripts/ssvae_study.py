@@ -44,6 +44,7 @@ def parse_args(argv=None):
     p.add_argument("--baseline", default=None, help="JSON lines of Pyro's example runs")
     p.add_argument("--out", default="results/ssvae")
     p.add_argument("--figures", default="docs/figures")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
@@ -70,7 +71,7 @@ def run(n_labels: int, objective: str, args, data) -> tuple[dict, object, object
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     data = load_dataset(args.dataset, data_dir=args.data_dir)
     rows, last = [], None
     for n in args.labels:

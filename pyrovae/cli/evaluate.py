@@ -1,7 +1,14 @@
-"""``pyrovae evaluate RUN`` (IWAE_K and AIS rows, eval.json / eval.md) and ``pyrovae bdmc RUN``."""
+"""``pyrovae evaluate RUN`` (IWAE_K and AIS rows, eval.json / eval.md) and ``pyrovae bdmc RUN``.
+
+``torchrun --nproc_per_node N -m pyrovae.cli evaluate RUN ...`` shares the test set among N
+processes (gloo on CPU, NCCL with one GPU each); rank 0 writes."""
 from __future__ import annotations
 
+import os
+
 import torch
+
+from pyrovae import distributed
 
 from pyrovae.build import model_takes_labels
 from pyrovae.evaluation.bounds import particle_ladder
@@ -11,7 +18,7 @@ from pyrovae.machine import machine_info
 from pyrovae.evaluation.run import evaluate_run
 from pyrovae.options import positive_int
 from pyrovae.registry import Command
-from pyrovae.runs import load_run, runner_of
+from pyrovae.runs import load_run, resolve_device, runner_of
 
 
 def add_evaluate_flags(p) -> None:
@@ -41,8 +48,13 @@ def cmd_evaluate(args) -> int:
     if runner is not None:  # a model with its own loop evaluates itself (the VQ-VAE)
         return runner.evaluate(args)
     ks = args.num_particles
+    device = args.device
+    if distributed.launched(os.environ):  # torchrun: datapoints shared among the ranks
+        world, dev = distributed.setup(os.environ, resolve_device(device))
+        device = str(dev)
+        torch.manual_seed(world.seed(torch.initial_seed()))  # independent draws per rank
     evaluate_run(args.run, num_particles=particle_ladder(ks[0]) if len(ks) == 1 else ks,
-                 limit=args.limit, batch_size=args.batch_size, device=args.device,
+                 limit=args.limit, batch_size=args.batch_size, device=device,
                  progress=not args.no_progress, ais_steps=args.ais, ais_chains=args.chains,
                  ais_batch_size=args.ais_batch_size)
     return 0

@@ -18,7 +18,7 @@ from pyrovae.options import add_config_flags, config_from_args, positive_int
 from pyrovae.plots.run import plot_training_figures
 from pyrovae.registry import Command
 from pyrovae.runs import prepare_run_dir, read_config, resolve_device, run_lock, write_config
-from pyrovae.train import distributed
+from pyrovae import distributed
 from pyrovae.train.fit import fit
 
 
@@ -71,7 +71,7 @@ def _train(args, cfg: RunConfig, run_dir: Path) -> int:
         if distributed.launched(os.environ):
             raise PyroVAEError(f"{cfg.model.model} trains in one process; run it without torchrun")
         return runner.train(args, cfg, run_dir)
-    # under torchrun: one process per device, data-parallel (see pyrovae/train/distributed.py)
+    # under torchrun: one process per device, data-parallel (see pyrovae/distributed.py)
     world, device = distributed.setup(os.environ, resolve_device(cfg.train.device))
     data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, device=device,
                         likelihood=cfg.model.likelihood)

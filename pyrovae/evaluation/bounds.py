@@ -30,6 +30,7 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
+from pyrovae import distributed
 from pyrovae.errors import PyroVAEError
 from pyrovae.evaluation import report as eval_report
 from pyrovae.evaluation.weights import Terms, evaluating, make_plan, particle_terms
@@ -200,6 +201,10 @@ def evaluate(model, guide, data_x: torch.Tensor, data_y: torch.Tensor | None = N
     The pair is called as ``model(x)`` (``data_y`` None) or ``model(x, y)`` on slices of
     the data; ``kwargs`` pass through unchanged.
 
+    Inside a ``torch.distributed`` process group (e.g. ``torchrun ... pyrovae evaluate``)
+    the batches are shared among the ranks and gathered, so every rank returns the whole
+    report (the Monte Carlo draws differ from a single process's, not their distribution).
+
     :param batch_size: datapoints per pass; small batches keep the particle chunks long,
         so a guide's encoder, which runs once per chunk, costs little.
     :param levels: the data are pixels dequantized from this many levels (a pyrovae
@@ -220,27 +225,29 @@ def evaluate(model, guide, data_x: torch.Tensor, data_y: torch.Tensor | None = N
                            f"index {int(bad[0])}; clean or drop them before evaluating")
     start = time.perf_counter()
     n = len(data_x)
-    bounds = {k: [] for k in ks}
-    stats = eval_report.Stats()
-    discrete = True
-    bar = tqdm(total=n, desc=f"IWAE K={ks[-1]}", unit="x", disable=not progress)
-    for i in range(0, n, batch_size):
+    world = distributed.current()  # under torchrun: this rank's batches, gathered below
+    done = []  # per batch: ({K: (estimate, variance)}, Stats, discrete)
+    bar = tqdm(total=n, desc=f"IWAE K={ks[-1]}", unit="x", disable=not progress or not world.is_main)
+    for i in world.my_batches(n, batch_size):
         x = data_x[i:i + batch_size]
         y = None if data_y is None else data_y[i:i + batch_size]
         acc = _Accumulator()
         for t in _chunks(model, guide, pair_args(x, y), kwargs, num_particles=ks[-1],
                          chunk_size=chunk_size, data_plate=data_plate):
             acc.add(t)
-            discrete = t.discrete
         log_w = torch.cat(acc.log_w)
-        for k in ks:
-            bounds[k].append([v.cpu() for v in iwae_estimate(log_w, k)])
+        stats = eval_report.Stats()
         z_mean, z_noise = acc.z_moments()
         stats.add(log_w, recon=acc.recon / acc.n, kl={s: v / acc.n for s, v in acc.kl.items()},
                   z_mean=z_mean, z_noise=z_noise)
-        bar.update(len(x))
+        done.append(({k: tuple(v.cpu() for v in iwae_estimate(log_w, k)) for k in ks}, stats,
+                     t.discrete))
+        bar.update(min(len(x) * world.size, n - bar.n))
     bar.close()
-    bounds = {k: tuple(torch.cat(parts) for parts in zip(*v)) for k, v in bounds.items()}
+    done = world.gather_batches(done)
+    bounds = {k: tuple(torch.cat(parts) for parts in zip(*(b[0][k] for b in done))) for k in ks}
+    stats = eval_report.concat_stats(b[1] for b in done)
+    discrete = done[0][2]
     report = eval_report.make_report(bounds, stats, x_dim=data_x[0].numel(),
                                      threshold=active_threshold,
                                      seconds=time.perf_counter() - start,

@@ -27,6 +27,7 @@ from pyro import poutine
 from torch.distributions import biject_to
 from tqdm.auto import tqdm
 
+from pyrovae import distributed
 from pyrovae.errors import PyroVAEError
 from pyrovae.evaluation.ais import ais, log_mean_exp, mc_standard_error, schedule
 from pyrovae.evaluation.weights import PARTICLE_PLATE, per_datapoint, evaluating, make_plan
@@ -173,25 +174,28 @@ def ais_row(model, guide, data_x, data_y=None, *, num_steps: int, num_chains: in
     """AIS over a dataset, batch by batch, as one row of the evaluation report: mean ± SE
     over datapoints, Monte Carlo SE of the mean, cost, time and acceptance; with
     ``reference`` (per-datapoint IWAE bounds of the same data) the paired gap AIS - IWAE."""
-    estimates, errors, accept, seconds = [], [], [], 0.0
-    bar = tqdm(total=len(data_x), desc=f"AIS T={num_steps}", unit="x", disable=not progress)
-    for i in range(0, len(data_x), batch_size):
+    world = distributed.current()  # under torchrun: this rank's batches, gathered below
+    n, done = len(data_x), []
+    bar = tqdm(total=n, desc=f"AIS T={num_steps}", unit="x",
+               disable=not progress or not world.is_main)
+    for i in world.my_batches(n, batch_size):
         y = None if data_y is None else data_y[i:i + batch_size]
         est = ais_log_likelihood(model, guide, *pair_args(data_x[i:i + batch_size], y),
                                  num_steps=num_steps, num_chains=num_chains, init=init,
                                  **options)
-        estimates.append(est.log_px.cpu())
-        errors.append(est.mc_se.cpu())
-        accept.append(est.acceptance.cpu())
-        seconds += est.seconds
-        bar.update(len(est.log_px))
+        done.append((est.log_px.cpu(), est.mc_se.cpu(), est.acceptance.cpu(), est.seconds,
+                     est.evaluations))
+        bar.update(min(len(est.log_px) * world.size, n - bar.n))
     bar.close()
-    log_px, mc_se, n = torch.cat(estimates), torch.cat(errors), len(data_x)
+    done = world.gather_batches(done)
+    log_px, mc_se, accept = (torch.cat([b[j] for b in done]) for j in range(3))
+    seconds = max(sum(b[3] for b in done[r::world.size]) for r in range(min(world.size, len(done))))
+    evaluations = done[-1][4]
     row = {"steps": num_steps, "chains": num_chains, "init": init,
            "mean": float(log_px.mean()), "se": float(log_px.std() / n ** 0.5) if n > 1 else None,
            "mc_se": float(torch.nan_to_num(mc_se).square().sum().sqrt() / n),
-           "evaluations": est.evaluations, "seconds": seconds,
-           "acceptance": float(torch.cat(accept).mean()), "per_datapoint": log_px.tolist()}
+           "evaluations": evaluations, "seconds": seconds,
+           "acceptance": float(accept.mean()), "per_datapoint": log_px.tolist()}
     if reference is not None:
         gap = log_px - torch.as_tensor(reference, dtype=log_px.dtype)
         row["gap_vs_iwae"] = {"mean": float(gap.mean()),

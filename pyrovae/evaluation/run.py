@@ -8,6 +8,7 @@ from pyrovae.evaluation.bounds import evaluate
 from pyrovae.build import model_needs_labels, model_takes_labels
 from pyrovae.evaluation.classify import label_accuracy
 from pyrovae.evaluation.disentanglement import disentanglement_report
+from pyrovae import distributed
 from pyrovae.errors import PyroVAEError
 from pyrovae.evaluation.marginal import ais_row
 from pyrovae.runs import load_run
@@ -19,7 +20,8 @@ def evaluate_run(run_dir, *, num_particles: Sequence[int] = (1, 10, 100, 1000, 5
                  ais_batch_size: int = 100) -> dict:
     """:func:`~pyrovae.evaluation.bounds.evaluate` on a run's test set (the first ``limit``
     datapoints), plus an AIS row per number of steps in ``ais_steps``; the report is
-    written into the run and returned."""
+    written into the run and returned.  Inside a ``torch.distributed`` process group the
+    datapoints are shared among the ranks and rank 0 writes."""
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise PyroVAEError(f"limit must be a positive integer, got {limit!r}")
     run = load_run(run_dir, device=device)
@@ -41,6 +43,9 @@ def evaluate_run(run_dir, *, num_particles: Sequence[int] = (1, 10, 100, 1000, 5
                                             progress=progress))
     report["run"] = str(run_dir)
     report["dataset"] = run.config.dataset
+    report["processes"] = distributed.current().size
+    if not distributed.current().is_main:  # under torchrun every rank has the report; one writes
+        return report
     paths = eval_report.write_report(report, run.dir)
     print(eval_report.markdown_table(report))
     print("wrote " + ", ".join(str(p) for p in paths))

@@ -1,2 +1,2 @@
 """Training: the one loop for every Pyro pair (``fit.py``), its step (``step.py``), data
-parallelism (``distributed.py``) and what loops keep between epochs (``state.py``)."""
+parallelism (with :mod:`pyrovae.distributed`) and what loops keep between epochs (``state.py``)."""

@@ -9,7 +9,7 @@
 
 Tensor sources draw one permutation per epoch from the fit's own generator, so a resumed
 run continues bit-for-bit; under data parallelism each rank takes its strided shard of
-every global batch (see :mod:`pyrovae.train.distributed`).
+every global batch (see :mod:`pyrovae.distributed`).
 """
 from __future__ import annotations
 

@@ -33,7 +33,7 @@ from pyrovae.evaluation.weights import trace_pair
 from pyrovae.infer.sites import check_support, pair_args, sample_sites
 from pyrovae.runs import resolve_device, run_lock
 from pyrovae.files import remove_stale_temporaries
-from pyrovae.train import distributed
+from pyrovae import distributed
 from pyrovae.train.batches import TensorBatches, make_batches, takes_two_arguments
 from pyrovae.train.params import PairParameters
 from pyrovae.train.signals import StopRequests
@@ -94,7 +94,7 @@ def fit(model, guide, data, cfg: TrainConfig, *, test_data=None, run_dir=None,
 
     Inside a ``torch.distributed`` process group (torchrun) every rank calls ``fit``; each
     trains on its shard of every global batch of ``cfg.batch_size`` and only rank 0
-    evaluates and writes (see :mod:`pyrovae.train.distributed`).
+    evaluates and writes (see :mod:`pyrovae.distributed`).
     """
     if not isinstance(cfg, TrainConfig):
         raise PyroVAEError(f"fit needs a TrainConfig, got {type(cfg).__name__}")

@@ -8,7 +8,7 @@ import torch
 from pyrovae import (ModelConfig, PyroVAEError, build_pair, classify_labels, elbo_terms,
                      label_accuracy, make_objective, with_labels)
 from pyrovae.train.batches import SemiSupervisedBatches
-from pyrovae.train.distributed import World
+from pyrovae.distributed import World
 
 
 @pytest.fixture

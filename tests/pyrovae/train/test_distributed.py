@@ -20,7 +20,7 @@ import torch
 
 from pyrovae.config import TrainConfig
 from pyrovae.data import ImageData
-from pyrovae.train.distributed import World
+from pyrovae.distributed import World
 from pyrovae.guides.gaussian import DiagonalGaussianGuide
 from pyrovae.models.priors import StandardNormalPrior
 from pyrovae.models.vae import VAE
@@ -95,7 +95,7 @@ def _params(model, guide):
 
 
 def _worker(rank: int, world_size: int, port: int, out: str) -> None:
-    from pyrovae.train import distributed
+    from pyrovae import distributed
     from pyrovae.train.fit import fit
 
     torch.set_num_threads(1)

@@ -158,7 +158,7 @@ def test_jit_engine_falls_back_to_eager_when_beta_keeps_changing():
 
 
 def test_bad_engine_and_jit_under_data_parallelism_are_refused():
-    from pyrovae.train.distributed import World
+    from pyrovae.distributed import World
     from pyrovae.errors import PyroVAEError
 
     model, guide = small_pair()

@@ -1,4 +1,5 @@
-"""Data-parallel training with ``torch.distributed``: one process per device.
+"""Several processes with ``torch.distributed`` (one per device): data-parallel training, and
+evaluation sharded by datapoints (:mod:`pyrovae.evaluation.bounds` and ``marginal``).
 
 Launch the ordinary CLI under ``torchrun`` (or ``python -m torch.distributed.run``)::
 
@@ -97,6 +98,19 @@ class World:
         out = [None] * self.size
         dist.all_gather_object(out, obj)
         return out
+
+    def my_batches(self, n: int, batch_size: int) -> range:
+        """Start indices of this rank's batches of ``n`` datapoints: global batch ``b``
+        (datapoints ``[b*B, (b+1)*B)``) belongs to rank ``b % size``."""
+        return range(self.rank * batch_size, n, batch_size * self.size)
+
+    def gather_batches(self, items: list) -> list:
+        """Every rank's per-batch ``items`` (one per batch of :meth:`my_batches`, picklable)
+        in global batch order, on every rank."""
+        if self.size == 1:
+            return items
+        parts = self.gather(items)
+        return [parts[b % self.size][b // self.size] for b in range(sum(map(len, parts)))]
 
     def barrier(self) -> None:
         if self.size > 1:
