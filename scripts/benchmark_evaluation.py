@@ -13,7 +13,11 @@ the cost does not depend on the weights) this measures, in one process:
   (c) the same evaluator with Pyro's ``Bernoulli(logits).to_event(1)`` as the observation
       (what ``pyrovae.distributions.IndependentBernoulli`` replaces), on a subset;
   (d) a naive loop: one datapoint, one particle, one pair of Pyro traces at a time;
-  (e) Pyro's ``vectorized_importance_weights``, one datapoint at a time (K vectorized).
+  (e) Pyro's ``vectorized_importance_weights``, one datapoint at a time (K vectorized);
+  (f) AIS (``ais_log_likelihood``, ``--ais-data`` datapoints x ``--ais-chains`` chains as
+      one batch, ``--ais-steps`` steps of 10 leapfrogs): decoder passes per second and the
+      fraction of the GEMM peak, counting each log-joint gradient as a decoder forward plus
+      its input gradient, 2 x 2(L·H + H·D) flops (weight gradients are not needed).
 (c)-(e) run on fewer datapoints/particles and are extrapolated linearly to N x K.
 Targets (issue 4): (b) >= 60% of (a), and >= 10x faster than (d).
 
@@ -38,7 +42,8 @@ import torch
 from pyro import poutine
 from pyro.infer.importance import vectorized_importance_weights
 
-from pyrovae import ModelConfig, build_pair, evaluate, load_dataset, machine_info, make_plan
+from pyrovae import (ModelConfig, ais_log_likelihood, build_pair, evaluate, load_dataset,
+                     machine_info, make_plan)
 from pyrovae.models import VAE
 
 
@@ -105,6 +110,9 @@ def main(argv=None):
     p.add_argument("--naive-data", type=int, default=2, help="datapoints for (d)")
     p.add_argument("--naive-particles", type=int, default=100, help="particles for (d)")
     p.add_argument("--vectorized-data", type=int, default=8, help="datapoints for (e)")
+    p.add_argument("--ais-data", type=int, default=100, help="datapoints for (f)")
+    p.add_argument("--ais-chains", type=int, default=16)
+    p.add_argument("--ais-steps", type=int, default=10)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda: wall clock, "
                    "synchronised")
@@ -129,7 +137,7 @@ def main(argv=None):
     model.to(device), guide.to(device)
     D, H, L = data.x_dim, cfg.hidden, cfg.latent_dim
     with torch.no_grad():
-        chunk = make_plan(model, guide, x[:args.batch_size]).auto_chunk_size()
+        chunk = make_plan(model, guide, (x[:args.batch_size],)).auto_chunk_size()
     rows = chunk * args.batch_size
     load = [os.getloadavg()[0]]
 
@@ -155,6 +163,11 @@ def main(argv=None):
         _, t_naive = timed(clock, naive_loop, model, guide, x[:nd], nk)
         nv = args.vectorized_data
         _, t_vec = timed(clock, pyro_vectorized, model, guide, x[:nv], big_k)
+    torch.manual_seed(0)
+    ais_est, t_ais = timed(clock, ais_log_likelihood, model, guide, x[:args.ais_data],
+                           num_steps=args.ais_steps, num_chains=args.ais_chains)
+    passes = ais_est.evaluations * args.ais_data
+    ais_gflops = 2 * 2 * (L * H + H * D) * passes / t_ais / 1e9
     load.append(os.getloadavg()[0])
     per = n * big_k  # extrapolate everything to N x K particle-datapoints
     est = {"pyro_bernoulli": t_pyro_b * n / m, "naive": t_naive * per / (nd * nk),
@@ -172,6 +185,10 @@ def main(argv=None):
         "extrapolated_seconds": est,
         "speedup": {name: t / t_eval for name, t in est.items()},
         "iwae_nats": {str(r["K"]): r["mean"] for r in report["bounds"]},
+        "ais": {"datapoints": args.ais_data, "chains": args.ais_chains, "steps": args.ais_steps,
+                "seconds": t_ais, "decoder_passes": passes,
+                "decoder_passes_per_second": passes / t_ais, "gflops": ais_gflops,
+                "fraction_of_peak": ais_gflops / peak},
     }
     print(f"\n{result['machine'].get('gpu') or result['machine']['cpu']}, "
           f"{args.threads} thread(s), {result['clock']}; "
@@ -184,6 +201,9 @@ def main(argv=None):
     for name, t in est.items():
         print(f"  {name:16s} {t:10.1f} s (extrapolated)  -> evaluator is "
               f"{t / t_eval:.1f}x faster")
+    print(f"AIS: {args.ais_data} datapoints x {args.ais_chains} chains x {args.ais_steps} steps "
+          f"in {t_ais:.1f} s = {passes / t_ais:,.0f} decoder passes/s = {ais_gflops:.1f} GFLOP/s "
+          f"= {100 * ais_gflops / peak:.0f}% of peak")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -256,7 +256,8 @@ def main(argv=None):
     # one thread on a CPU: its CPU time is what the step costs, whatever else the cores run
     clock = "cpu" if device.type == "cpu" and args.threads == 1 else "wall"
     peak = gemm_peak(device, time.thread_time if clock == "cpu" else time.perf_counter)
-    report = {"device": _device_name(device), "threads": torch.get_num_threads(),
+    report = {"device": _device_name(device), "machine": machine_info(device),
+              "threads": torch.get_num_threads(),
               "torch": torch.__version__, "pyro": pyro.__version__,
               "python": platform.python_version(), "gemm_peak_gflops": peak,
               "headline_clock": clock,

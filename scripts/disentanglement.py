@@ -31,6 +31,8 @@ def parse_args(argv=None):
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--latent-dim", type=int, default=10)
+    p.add_argument("--train-size", type=int, default=None,
+                   help="train on this many images, evenly spaced over the grid (default all)")
     p.add_argument("--votes", type=int, default=800, help="FactorVAE train and eval votes")
     p.add_argument("--out", default="results/disentanglement")
     p.add_argument("--figures", default="docs/figures")
@@ -43,7 +45,10 @@ def run(data, objective: str, beta: float, seed: int, args) -> tuple[dict, objec
     pyro.set_rng_seed(seed)
     model, guide = build_pair(ModelConfig(network="conv", latent_dim=args.latent_dim),
                               x_dim=data.x_dim, num_classes=data.num_classes)
-    history = fit(model, guide, (data.train_x,), TrainConfig(
+    train_x = data.train_x
+    if args.train_size is not None:
+        train_x = train_x[torch.linspace(0, len(train_x) - 1, args.train_size).long()]
+    history = fit(model, guide, (train_x,), TrainConfig(
         epochs=args.epochs, batch_size=64, lr=1e-3, seed=seed, objective=objective,
         beta=beta if objective == "elbo" else 1.0), progress=not args.no_progress)
     x = data.test_x

@@ -1,0 +1,73 @@
+"""The study and benchmark scripts end to end at toy sizes: each runs, writes its JSON
+(with the machine), Markdown and figures.  The numbers themselves are measured by hand
+(docs/); here only what must hold at any size is checked."""
+import json
+
+import pytest
+
+
+def test_benchmark_evaluation(tmp_path, load_script):
+    out = tmp_path / "bench.json"
+    load_script("benchmark_evaluation").main([
+        "--num-data", "8", "--num-particles", "20", "--pyro-bernoulli-data", "4",
+        "--naive-data", "1", "--naive-particles", "4", "--vectorized-data", "2",
+        "--ais-data", "4", "--ais-chains", "2", "--ais-steps", "2", "--out", str(out)])
+    r = json.loads(out.read_text())
+    assert r["machine"]["cpu"] and r["peak_gflops"] > 0
+    assert set(r["speedup"]) == {"pyro_bernoulli", "naive", "pyro_vectorized"}
+    assert r["ais"]["decoder_passes"] == 4 * 2 * 2 * 11 and 0 < r["ais"]["fraction_of_peak"]
+
+
+def test_benchmark_training(tmp_path, load_script):
+    out = tmp_path / "bench.json"
+    load_script("benchmark_training").main([
+        "--batch-sizes", "16", "--rounds", "2", "--steps", "2", "--warmup", "1",
+        "--no-ablations", "--hidden", "16", "--latent-dim", "3", "--out", str(out)])
+    r = json.loads(out.read_text())
+    assert r["machine"]["cpu"]
+    rows = r["batches"]["16"]["variants"]
+    assert rows and all("ratio_to_torch" in row["cpu"] for row in rows.values())
+
+
+def test_disentanglement_study(tmp_path, load_script):
+    assert load_script("disentanglement").main([
+        "--betas", "1", "4", "--tcvae", "4", "--seeds", "0", "--epochs", "1", "--latent-dim", "4",
+        "--train-size", "256",
+        "--votes", "10", "--threads", "2", "--out", str(tmp_path / "d"),
+        "--figures", str(tmp_path / "fig"), "--no-progress"]) == 0
+    r = json.loads((tmp_path / "d.json").read_text())
+    assert [(s["objective"], s["beta"]) for s in r["summary"]] == [
+        ("elbo", 1.0), ("elbo", 4.0), ("tcvae:4", 4.0)]
+    for s in r["summary"]:
+        assert 0 <= s["mig"] <= 1 and 0 <= s["factorvae"] <= 1
+    assert "| tcvae:4 | 4 |" in (tmp_path / "d.md").read_text()
+    for name in ("disentanglement.png", "sprites_traversal_beta1.png",
+                 "sprites_traversal_beta4.png"):
+        assert (tmp_path / "fig" / name).stat().st_size > 0
+
+
+def test_ssvae_study(tmp_path, load_script):
+    baseline = tmp_path / "baseline.jsonl"
+    baseline.write_text(json.dumps({"sup": 100, "enum": "parallel", "seconds_per_epoch": [1.0],
+                                    "test_accuracy": [0.5]}) + "\n")
+    assert load_script("ssvae_study").main([
+        "--dataset", "mnist-sample", "--labels", "100", "--sampled", "100", "--epochs", "1",
+        "--hidden", "16", "--k", "4", "--num-test", "20", "--baseline", str(baseline),
+        "--out", str(tmp_path / "s"), "--figures", str(tmp_path / "fig"), "--no-progress"]) == 0
+    r = json.loads((tmp_path / "s.json").read_text())
+    assert [row["y"] for row in r["rows"]] == ["enumerated", "sampled"]
+    for row in r["rows"]:
+        assert 0.1 <= row["accuracy"] <= 1 and row["iwae"] >= row["elbo"] - 5
+    assert "ss_vae_M2.py" in (tmp_path / "s.md").read_text()
+    for name in ("ssvae_accuracy.png", "ssvae_class_grid.png", "ssvae_style_transfer.png"):
+        assert (tmp_path / "fig" / name).stat().st_size > 0
+
+
+@pytest.mark.parametrize("steps", [[3]])
+def test_ais_study(tmp_path, load_script, trained, steps):
+    run = trained("--epochs", "1", "--latent-dim", "3", "--hidden", "16", "--no-progress")
+    assert load_script("ais_study").main([
+        str(run), "--num-test", "12", "--k", "20", "--ais-steps", *map(str, steps),
+        "--chains", "2", "--bdmc-steps", "3", "--bdmc-num", "4", "--out", str(tmp_path / "a"),
+        "--figures", str(tmp_path / "fig"), "--no-progress"]) == 0
+    assert (tmp_path / "a.json").is_file() and (tmp_path / "a.md").is_file()
