@@ -54,7 +54,9 @@ def tile_images(images: torch.Tensor, path, *, per_row: int, title: str = "",
                      pad_value=1.0)
     grid = grid[0].numpy() if shape[0] == 1 else grid.permute(1, 2, 0).numpy()
     left = LEFT if row_labels else 0.0
-    bottom = BOTTOM if col_labels else 0.0
+    longest = max((len(str(c)) for c in col_labels or []), default=0)
+    slanted = longest * 0.045 > tile  # words wider than a tile: slant them so they never touch
+    bottom = (BOTTOM + 0.04 * longest if slanted else BOTTOM) if col_labels else 0.0
     top = TOP if title else 0.05
     w, h = left + ncol * tile, top + nrow * tile + bottom
     fig = plt.figure(figsize=(w, h), dpi=DPI)
@@ -68,6 +70,10 @@ def tile_images(images: torch.Tensor, path, *, per_row: int, title: str = "",
         fig.text((left - 0.05) / w, (bottom + (nrow - r - 0.5) * tile) / h, label,
                  ha="right", va="center", fontsize=7, color=color, family="monospace")
     for c, label in enumerate(col_labels or []):
-        fig.text((left + (c + 0.5) * tile) / w, 0.5 * bottom / h, label, ha="center",
-                 va="center", fontsize=6)
+        if slanted:
+            fig.text((left + (c + 0.6) * tile) / w, (bottom - 0.04) / h, label, ha="right",
+                     va="top", fontsize=6, rotation=40, rotation_mode="anchor")
+        else:
+            fig.text((left + (c + 0.5) * tile) / w, 0.5 * bottom / h, label, ha="center",
+                     va="center", fontsize=6)
     return save_figure(fig, path)
