@@ -30,7 +30,8 @@ from pathlib import Path
 
 import torch
 
-from pyrovae import ais_log_likelihood, elbo_terms, load_run, log_likelihood_bound, save_figure
+from pyrovae import (ais_log_likelihood, elbo_terms, load_run, log_likelihood_bound,
+                     machine_info, save_figure)
 from pyrovae.guides.local import LocalGuide, optimize_local
 from study import prepare
 
@@ -161,8 +162,8 @@ def main(argv=None) -> int:
         results.append(gaps_for_run(run_dir, args))
     table = markdown(results, args)
     (out / "amortization_gap.md").write_text(table)
-    (out / "amortization_gap.json").write_text(json.dumps({"args": vars(args),
-                                                           "results": results}, indent=2))
+    (out / "amortization_gap.json").write_text(json.dumps(
+        {"args": vars(args), "results": results, "machine": machine_info()}, indent=2))
     plot(results, out / "amortization_gap.png")
     print(table)
     print(f"wrote {out / 'amortization_gap.md'}, {out / 'amortization_gap.json'}, "
