@@ -246,7 +246,7 @@ def evaluate(model, guide, data_x: torch.Tensor, data_y: torch.Tensor | None = N
     bar.close()
     done = world.gather_batches(done)
     bounds = {k: tuple(torch.cat(parts) for parts in zip(*(b[0][k] for b in done))) for k in ks}
-    stats = eval_report.concat_stats(b[1] for b in done)
+    stats = eval_report.Stats.concat(b[1] for b in done)
     discrete = done[0][2]
     report = eval_report.make_report(bounds, stats, x_dim=data_x[0].numel(),
                                      threshold=active_threshold,

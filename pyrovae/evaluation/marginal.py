@@ -189,7 +189,7 @@ def ais_row(model, guide, data_x, data_y=None, *, num_steps: int, num_chains: in
     bar.close()
     done = world.gather_batches(done)
     log_px, mc_se, accept = (torch.cat([b[j] for b in done]) for j in range(3))
-    seconds = max(sum(b[3] for b in done[r::world.size]) for r in range(min(world.size, len(done))))
+    seconds = max(sum(b[3] for b in done[r::world.size]) for r in range(world.size))  # slowest rank
     evaluations = done[-1][4]
     row = {"steps": num_steps, "chains": num_chains, "init": init,
            "mean": float(log_px.mean()), "se": float(log_px.std() / n ** 0.5) if n > 1 else None,

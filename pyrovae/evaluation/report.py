@@ -81,17 +81,17 @@ class Stats:
             noise = torch.zeros_like(v) if z_noise is None else z_noise[name]
             self.z_noise.setdefault(name, []).append(noise.double().cpu())
 
-
-def concat_stats(parts) -> Stats:
-    """One :class:`Stats` of the batches of ``parts`` (Stats objects), in that order."""
-    out = Stats()
-    for part in parts:
-        for key in ("khat", "ess", "recon"):
-            getattr(out, key).extend(getattr(part, key))
-        for key in ("kl", "z_mean", "z_noise"):
-            for name, values in getattr(part, key).items():
-                getattr(out, key).setdefault(name, []).extend(values)
-    return out
+    @classmethod
+    def concat(cls, parts) -> "Stats":
+        """One :class:`Stats` of the batches of ``parts`` (Stats objects), in that order."""
+        out = cls()
+        for part in parts:
+            for key in ("khat", "ess", "recon"):
+                getattr(out, key).extend(getattr(part, key))
+            for key in ("kl", "z_mean", "z_noise"):
+                for name, values in getattr(part, key).items():
+                    getattr(out, key).setdefault(name, []).extend(values)
+        return out
 
 
 def _mean_se(v: torch.Tensor) -> dict:

@@ -43,8 +43,9 @@ def evaluate_run(run_dir, *, num_particles: Sequence[int] = (1, 10, 100, 1000, 5
                                             progress=progress))
     report["run"] = str(run_dir)
     report["dataset"] = run.config.dataset
-    report["processes"] = distributed.current().size
-    if not distributed.current().is_main:  # under torchrun every rank has the report; one writes
+    world = distributed.current()
+    report["processes"] = world.size
+    if not world.is_main:  # under torchrun every rank has the report; one writes
         return report
     paths = eval_report.write_report(report, run.dir)
     print(eval_report.markdown_table(report))

@@ -3,8 +3,6 @@
 (docs/); here only what must hold at any size is checked."""
 import json
 
-import pytest
-
 
 def test_benchmark_evaluation(tmp_path, load_script):
     out = tmp_path / "bench.json"
@@ -63,11 +61,10 @@ def test_ssvae_study(tmp_path, load_script):
         assert (tmp_path / "fig" / name).stat().st_size > 0
 
 
-@pytest.mark.parametrize("steps", [[3]])
-def test_ais_study(tmp_path, load_script, trained, steps):
+def test_ais_study(tmp_path, load_script, trained):
     run = trained("--epochs", "1", "--latent-dim", "3", "--hidden", "16", "--no-progress")
     assert load_script("ais_study").main([
-        str(run), "--num-test", "12", "--k", "20", "--ais-steps", *map(str, steps),
+        str(run), "--num-test", "12", "--k", "20", "--ais-steps", "3",
         "--chains", "2", "--bdmc-steps", "3", "--bdmc-num", "4", "--out", str(tmp_path / "a"),
         "--figures", str(tmp_path / "fig"), "--no-progress"]) == 0
     assert (tmp_path / "a.json").is_file() and (tmp_path / "a.md").is_file()
