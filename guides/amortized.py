@@ -62,6 +62,8 @@ class AmortizedGuide(Guide):
     :param num_classes: condition on the label ``y`` when > 0.
     """
 
+    traceable = True  # structure independent of data values: fit may trace its loss
+
     def __init__(self, encoder: nn.Module, latent_dim: int, *, num_classes: int = 0):
         super().__init__()
         self.encoder = encoder

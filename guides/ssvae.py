@@ -29,6 +29,8 @@ class SemiSupervisedGuide(Guide):
         ``(x, onehot(y))``) whose family gives q(z | x, y).
     """
 
+    traceable = True  # structure independent of data values: fit may trace its loss
+
     def __init__(self, classifier: nn.Module, z_guide: DiagonalGaussianGuide):
         super().__init__()
         self.classifier, self.z_guide = classifier, z_guide

@@ -34,6 +34,8 @@ class VAE(PyroModule):
         shows it data (:meth:`init_from_data`); False keeps PyTorch's initialization.
     """
 
+    traceable = True  # structure independent of data values: fit may trace its loss
+
     def __init__(self, decoder: nn.Module, prior: nn.Module, *, likelihood: str = "bernoulli",
                  num_classes: int = 0, data_init: bool = True):
         # a name of its own, so that under Pyro's global parameter store (pyro.infer.SVI)

@@ -99,9 +99,10 @@ class TrainConfig:
     log_every: int = option(50, "steps between loss checks on the progress bar", POSITIVE)
     eval_batch_size: int = option(1000, "datapoints per pass of the per-epoch test ELBO",
                                   POSITIVE)
-    # "jit": trace the loss once per batch shape (static pairs, one process; train/step.py)
-    engine: str = option("eager", "eager, or jit (trace the loss once per batch shape)",
-                         OneOf(("eager", "jit")))
+    # "auto": trace the loss once per batch shape where that is checked to be safe, else
+    # eager; "jit" insists on tracing (train/step.py)
+    engine: str = option("auto", "auto (trace the loss once per batch shape where checked "
+                         "safe), eager, or jit", OneOf(("auto", "eager", "jit")))
 
     def __post_init__(self):
         validate(self)

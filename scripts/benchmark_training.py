@@ -9,12 +9,13 @@ on the same data, one training step of
       same with the Bernoulli code the registry's VAE uses, so that b/a' is the cost of
       Pyro's machinery alone;
   (b) ``pyrovae`` -- :class:`pyrovae.TrainStep`, the very object ``fit`` calls each
-      step: the registry's pair, ``make_objective("elbo")``, loss from Pyro's traces;
-      and (b') the same with ``--engine jit`` (the loss traced once per batch shape);
+      step: the registry's pair, ``make_objective("elbo")``, loss from Pyro's traces,
+      with the default engine (``auto``: the loss traced once per batch shape, checked
+      against eager); (b') the same with ``--engine eager`` (Pyro's handlers every step);
   (c) ``pyro-idiom`` -- the common Pyro recipe (Pyro's VAE example): ``pyro.module`` in
       model/guide, ``SVI`` + ``Trace_ELBO`` + ``pyro.optim.Adam``, validation on;
 
-plus ablations of (b) that each undo one of its savings, to show where overhead goes.
+plus ablations of (b') that each undo one of its savings, to show where overhead goes.
 Every step includes what ``fit`` does around it (draw indices, binarize).  Rounds of
 ``--steps`` steps cycle through the variants; each ratio is taken within a round and the
 median over rounds is reported (robust to a shared machine's drifting load).  On CPU both
@@ -120,7 +121,7 @@ def make_variants(cfg: ModelConfig, x_dim: int, device, *, ablations: bool) -> d
         return step
 
     def trainer(pair, *, objective=None, direct=True, handlers=(), foreach=False,
-                engine="eager"):
+                engine="auto"):
         params = [p for m in pair for p in m.parameters()]
         opt = (torch.optim.Adam(params, lr=1e-3, foreach=True) if foreach
                else make_optimizer(params, lr=1e-3))
@@ -132,7 +133,7 @@ def make_variants(cfg: ModelConfig, x_dim: int, device, *, ablations: bool) -> d
 
     copy_pair = lambda: (copy.deepcopy(model), copy.deepcopy(guide))  # noqa: E731
     variants = {"torch": torch_step(textbook_log_lik), "pyrovae": trainer((model, guide)),
-                "pyrovae --engine jit": trainer(copy_pair(), engine="jit"),
+                "pyrovae --engine eager": trainer(copy_pair(), engine="eager"),
                 "torch, the model's Bernoulli code": torch_step(model_log_lik)}
 
     example = PyroExampleVAE(*nets(), cfg.latent_dim)
@@ -142,12 +143,13 @@ def make_variants(cfg: ModelConfig, x_dim: int, device, *, ablations: bool) -> d
     if ablations:
         idle = contextlib.nullcontext()  # any extra handler puts the β handler on the stack
         variants.update({
-            "pyrovae, Pyro's Trace_ELBO (host syncs)": trainer(copy_pair(), objective=_Plain()),
-            "pyrovae, PyroModule.__call__": trainer(copy_pair(), direct=False),
-            "pyrovae, idle handler": trainer(copy_pair(), handlers=(idle,)),
-            "pyrovae, foreach Adam": trainer(copy_pair(), foreach=True),
-            "pyrovae, none of the savings": trainer(copy_pair(), objective=_Plain(), direct=False,
-                                                    handlers=(idle,), foreach=True),
+            "eager, Pyro's Trace_ELBO (host syncs)": trainer(copy_pair(), objective=_Plain(),
+                                                            engine="eager"),
+            "eager, PyroModule.__call__": trainer(copy_pair(), direct=False, engine="eager"),
+            "eager, idle handler": trainer(copy_pair(), handlers=(idle,), engine="eager"),
+            "eager, foreach Adam": trainer(copy_pair(), foreach=True, engine="eager"),
+            "eager, none of the savings": trainer(copy_pair(), objective=_Plain(), direct=False,
+                                                  handlers=(idle,), foreach=True, engine="eager"),
         })
     return variants
 

@@ -118,9 +118,11 @@ def fit(model, guide, data, cfg: TrainConfig, *, test_data=None, run_dir=None,
                      engine=cfg.engine)
     probe = _probe_args(batches, gen)
     _check_pair(model, guide, probe, device)  # one-line errors before the first step
-    if not pair.complete:  # plain functions: find their pyro.param sites as SVI would
+    if not pair.complete or step.engine == "jit":  # find pyro.param sites as SVI would
         with pyro.validation_enabled(False):
             pair.collect(lambda: step.loss_module(*probe))
+        if pair.loose:  # a trace would freeze them
+            step.use_eager(f"pyro.param sites outside the pair's modules ({', '.join(pair.loose)})")
     step.optimizer = optimizer = make_optimizer(pair.parameters(), lr=cfg.lr)
     history: list[dict] = []
     start_epoch, partial = 0, None
@@ -191,6 +193,7 @@ def fit(model, guide, data, cfg: TrainConfig, *, test_data=None, run_dir=None,
                         raise _interrupted(stop, epoch, i + 1, steps, run_dir,
                                            saved=isinstance(batches, TensorBatches))
                 train_loss = float(world.sum(total)) / (batches.seen or seen)
+                step.consistent()  # a traced loss found unlike eager: eager from here on
                 check_finite(train_loss, epoch, run_dir)
                 seconds = time.perf_counter() - t0
                 pair.train(False)

@@ -19,12 +19,23 @@ differentiated with autograd (measured in ``scripts/benchmark_training.py``):
 * **an idle handler**: the β handler is entered only when β != 1 (or extra handlers are
   given).
 
-Opt-in (``engine="jit"``): the loss module is traced with ``torch.jit.trace`` once per
-batch shape and β -- Pyro's own ``JitTrace_ELBO`` idea, here with module-local
-parameters.  Pyro's handlers then run once at trace time instead of every step, which
-removes most of the remaining Python overhead; each step replays the recorded graph,
-with fresh noise from the same random streams.  Only for pairs whose structure does not
-depend on the data's values (no Python branching on tensors), one process.
+The default engine, ``"auto"``, traces the loss module with ``torch.jit.trace`` once per
+batch shape and β -- Pyro's own ``JitTrace_ELBO`` idea, here with module-local parameters --
+wherever that is known to be safe, and runs eagerly elsewhere.  Pyro's handlers then run once
+at trace time instead of every step, which removes most of the remaining Python overhead;
+each step replays the recorded graph, with fresh noise from the same random streams, so it
+takes the step an eager one would.  A trace is only right for a pair whose structure does
+not depend on the data's values, and that is checked, not assumed: every new trace is
+replayed at once on the batch it was traced on with the same noise and must give the
+eager loss, and every ``VERIFY_EVERY`` steps the replayed loss is compared with an eager one
+without a host sync (``fit`` reads the verdict at the end of each epoch, a sync it makes
+anyway).  Any disagreement, a failure to trace, β changing every step (annealing), extra
+handlers, data parallelism, a plain-function pair or ``pyro.param`` sites outside the
+pair's modules (a trace would freeze them) mean eager.  Auto traces only pairs whose two
+modules declare ``traceable = True`` (the registry's models and amortized guides do; a
+user's module may) and objectives that are Pyro ELBOs: an undeclared pair or objective may
+have Python side effects (a counter, a print) that a replay would silently skip.  ``"eager"`` never traces;
+``"jit"`` insists (an error where auto would quietly run eagerly).
 """
 from __future__ import annotations
 
@@ -33,15 +44,17 @@ import warnings
 
 import torch
 from pyro.distributions.util import is_identically_zero
-from pyro.infer import Trace_ELBO
+from pyro.infer import ELBO, Trace_ELBO
 from pyro.infer.elbo import ELBOModule
 from pyro.nn import PyroModule
 
 from pyrovae.errors import PyroVAEError
 from pyrovae.infer.handlers import ScaleSitesMessenger
 
-ENGINES = ("eager", "jit")
+ENGINES = ("auto", "eager", "jit")
 MAX_TRACES = 4  # batch shapes x β values; beyond this β is being annealed: stay eager
+VERIFY_EVERY = 250  # steps between sync-free checks of a replayed loss against eager
+VERIFY_RTOL = 1e-4
 
 
 class SyncFreeTrace_ELBO(Trace_ELBO):
@@ -158,18 +171,20 @@ class TrainStep:
 
     :param handlers: extra effect handlers entered around every loss, inside the β handler.
     :param world: a :class:`pyrovae.distributed.World`, or None for one process.
-    :param engine: ``"eager"`` or ``"jit"`` (see the module docstring).
+    :param engine: ``"auto"`` (default), ``"eager"`` or ``"jit"`` (see the module docstring);
+        :attr:`engine` says which one runs now.
     """
 
     def __init__(self, model, guide, objective, optimizer, *, handlers=(), world=None,
-                 engine: str = "eager"):
+                 engine: str = "auto"):
         if engine not in ENGINES:
             raise PyroVAEError(f"unknown engine {engine!r}; valid: {', '.join(ENGINES)}")
         self.loss_module = PairLoss(model, guide, objective)
         parallel = world is not None and world.size > 1
         if parallel and engine == "jit":
             raise PyroVAEError("--engine jit trains in one process; drop it under torchrun")
-        if engine == "jit" and (owner(model) is None or owner(guide) is None):
+        modules = owner(model) is not None and owner(guide) is not None
+        if engine == "jit" and not modules:
             raise PyroVAEError("--engine jit needs a pair of nn.Modules (a trace would freeze "
                                "a plain function's pyro.param values); use engine='eager'")
         self.forward = world.wrap(self.loss_module) if parallel else self.loss_module
@@ -177,7 +192,39 @@ class TrainStep:
         self.optimizer = optimizer
         self.handlers = tuple(handlers)
         self.scaler = ScaleSitesMessenger()
-        self.traces = {} if engine == "jit" and not self.handlers else None
+        self.insist = engine == "jit"
+        # auto traces what declares itself safe to trace (``traceable = True`` on both
+        # modules, as the registry's models and amortized guides do) under a Pyro ELBO;
+        # a user's own pair or objective may have Python side effects a replay would skip
+        declared = modules and isinstance(objective, ELBO) and all(
+            getattr(owner(fn), "traceable", False) for fn in (model, guide))
+        wanted = engine == "jit" or (engine == "auto" and declared)
+        self.traces = {} if wanted and not parallel and modules and not self.handlers else None
+        self.steps = 0
+        self.disagree = None  # a device bool: a replayed loss differed from the eager one
+
+    @property
+    def engine(self) -> str:
+        """``"jit"`` while the loss is traced, else ``"eager"``."""
+        return "eager" if self.traces is None else "jit"
+
+    def use_eager(self, reason: str) -> None:
+        """Stop tracing (e.g. ``fit`` found ``pyro.param`` sites a trace would freeze)."""
+        if self.traces is not None and self.insist:
+            warnings.warn(f"--engine jit falls back to eager: {reason}")
+        self.traces = None
+
+    def consistent(self) -> bool:
+        """False once a periodic check found a replayed loss unlike the eager one (then
+        training continues eagerly).  A host sync: ``fit`` calls it at epoch ends."""
+        if self.disagree is None:
+            return True
+        bad, self.disagree = bool(self.disagree), None
+        if bad:
+            warnings.warn("the traced loss differs from the eager one (the pair's structure "
+                          "depends on data values?): training continues eagerly")
+            self.traces = None
+        return not bad
 
     def __call__(self, *args, beta: float = 1.0) -> torch.Tensor:
         with self._handlers(beta):
@@ -190,19 +237,54 @@ class TrainStep:
     def _traced(self, inputs, beta: float) -> torch.Tensor:
         inputs = tuple(a for a in inputs if a is not None)  # a trace takes tensors only
         key = (beta, *(tuple(t.shape) for t in inputs))
+        x = inputs[0]
+        cuda = [x.device.index or 0] if x.device.type == "cuda" else []
+        self.steps += 1
         if key not in self.traces:
             if len(self.traces) == MAX_TRACES:
-                warnings.warn("β changes from step to step: --engine jit falls back to eager")
-                self.traces = None
+                self.use_eager("β changes from step to step")
                 return self.forward(*inputs)
             # tracing runs the pair once: fork the random streams so that the replay below
             # draws what an eager step would; silence trace-time notes on shape arithmetic
-            x = inputs[0]
-            cuda = [x.device.index or 0] if x.device.type == "cuda" else []
-            with torch.random.fork_rng(devices=cuda), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                self.traces[key] = torch.jit.trace(self.loss_module, inputs, check_trace=False)
-        return self.traces[key](*inputs)
+            try:
+                with torch.random.fork_rng(devices=cuda), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    self.traces[key] = torch.jit.trace(self.loss_module, inputs,
+                                                       check_trace=False)
+            except Exception:
+                if self.insist:
+                    raise
+                self.traces = None
+                return self.forward(*inputs)
+            loss, eager = self._replay_beside_eager(key, inputs, cuda)
+            if not _close(loss, eager):  # one sync per new trace, a bounded number per fit
+                warnings.warn("the traced loss differs from the eager one on the batch it was "
+                              "traced on (a Python side effect in the pair?): training eagerly")
+                self.traces = None
+                return self.forward(*inputs)
+            return loss
+        if self.steps % VERIFY_EVERY == 0:
+            loss, eager = self._replay_beside_eager(key, inputs, cuda)
+            bad = ~_close_tensor(loss, eager)
+            self.disagree = bad if self.disagree is None else self.disagree | bad
+            return loss
+        return self._replay(key, inputs)
+
+    def _replay_beside_eager(self, key, inputs, cuda):
+        """The replayed loss and, with the same noise, the eager one (detached; built with
+        autograd on, as some objectives insist); the random streams and the modules'
+        buffers end as after the replay alone."""
+        with torch.random.fork_rng(devices=cuda):
+            with _buffers_kept(self.loss_module):
+                eager = self.forward(*inputs).detach()
+        return self._replay(key, inputs), eager
+
+    def _replay(self, key, inputs) -> torch.Tensor:
+        # unoptimized execution: the recorded ops exactly, so a replay is bit-identical to
+        # an eager step (the profiling executor's rewrites change the gradient's last bits,
+        # which would make a resumed run differ from an uninterrupted one)
+        with torch.jit.optimized_execution(False):
+            return self.traces[key](*inputs)
 
     def _handlers(self, beta: float):
         if beta == 1.0 and not self.handlers:
@@ -212,3 +294,23 @@ class TrainStep:
         for handler in (self.scaler, *self.handlers):
             stack.enter_context(handler)
         return stack
+
+
+def _close_tensor(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.isclose(a.detach(), b, rtol=VERIFY_RTOL, atol=1e-6).all()
+
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return bool(_close_tensor(a, b))
+
+
+@contextlib.contextmanager
+def _buffers_kept(module: torch.nn.Module):
+    """Undo what a forward pass writes into buffers (e.g. batch-norm running statistics)."""
+    saved = [(b, b.clone()) for b in module.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, value in saved:
+                b.copy_(value)

@@ -17,7 +17,8 @@ from pyrovae.errors import CheckpointError, TrainingInterrupted
 from pyrovae.infer.objectives import make_objective
 from pyrovae.train.fit import fit
 
-CFG = TrainConfig(epochs=3, batch_size=32, log_every=5)
+# eager: the signal is sent from inside the objective, which a traced step would not call
+CFG = TrainConfig(epochs=3, batch_size=32, log_every=5, engine="eager")
 TINY = ["--epochs", "1", "--latent-dim", "2", "--hidden", "8", "--batch-size", "256",
         "--no-progress"]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 
 import pyro
+import pytest
 import torch
 
 from pyrovae.config import TrainConfig
@@ -20,7 +21,7 @@ from pyrovae.models.priors import StandardNormalPrior
 from pyrovae.models.vae import VAE
 from pyrovae.nets import MLP
 from pyrovae.infer.objectives import make_objective
-from pyrovae.train.step import TrainStep, make_optimizer
+from pyrovae.train.step import VERIFY_EVERY, TrainStep, make_optimizer
 
 CONVERSIONS = ("item", "tolist", "numpy", "__float__", "__int__", "__bool__", "__index__")
 
@@ -51,16 +52,21 @@ def small_pair():
     return VAE(MLP(4, 16, 784), StandardNormalPrior(4)), DiagonalGaussianGuide(MLP(784, 16, 8), 4)
 
 
-def test_a_training_step_never_syncs():
+@pytest.mark.parametrize("engine", ["eager", "auto"])
+def test_a_training_step_never_syncs(engine):
     model, guide = small_pair()
     params = list(model.parameters()) + list(guide.parameters())
-    step = TrainStep(model, guide, make_objective("elbo"), make_optimizer(params, lr=1e-3))
+    step = TrainStep(model, guide, make_objective("elbo"), make_optimizer(params, lr=1e-3),
+                     engine=engine)
     x = torch.bernoulli(torch.full((8, 784), 0.3))
     with pyro.validation_enabled(False):
-        step(x, None, beta=1.0)  # the optimizer's lazy state initialisation
+        for beta in (1.0, 0.5):  # the optimizer's lazy state; auto: the check of each trace
+            step(x, None, beta=beta)
         with count_host_syncs() as calls:
-            for beta in (1.0, 0.5):
-                step(x, None, beta=beta)
+            for _ in range(VERIFY_EVERY + 1):  # including auto's periodic check
+                for beta in (1.0, 0.5):
+                    step(x, None, beta=beta)
+    assert step.engine == ("jit" if engine == "auto" else "eager")
     assert calls == []
 
 

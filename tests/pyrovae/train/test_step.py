@@ -163,7 +163,7 @@ def test_bad_engine_and_jit_under_data_parallelism_are_refused():
 
     model, guide = small_pair()
     opt = make_optimizer(list(model.parameters()), lr=1e-3)
-    with pytest.raises(PyroVAEError, match="valid: eager, jit"):
+    with pytest.raises(PyroVAEError, match="valid: auto, eager, jit"):
         TrainStep(model, guide, Trace_ELBO(), opt, engine="fast")
     with pytest.raises(PyroVAEError, match="one process"):
         TrainStep(model, guide, Trace_ELBO(), opt, engine="jit", world=World(rank=0, size=2))
