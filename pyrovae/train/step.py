@@ -34,8 +34,8 @@ handlers, data parallelism, a plain-function pair or ``pyro.param`` sites outsid
 pair's modules (a trace would freeze them) mean eager.  Auto traces only pairs whose two
 modules declare ``traceable = True`` (the registry's models and amortized guides do; a
 user's module may) and objectives that are Pyro ELBOs: an undeclared pair or objective may
-have Python side effects (a counter, a print) that a replay would silently skip.  ``"eager"`` never traces;
-``"jit"`` insists (an error where auto would quietly run eagerly).
+have Python side effects (a counter, a print) that a replay would silently skip.
+``"eager"`` never traces; ``"jit"`` insists (an error where auto would quietly run eagerly).
 """
 from __future__ import annotations
 
@@ -199,7 +199,7 @@ class TrainStep:
         declared = modules and isinstance(objective, ELBO) and all(
             getattr(owner(fn), "traceable", False) for fn in (model, guide))
         wanted = engine == "jit" or (engine == "auto" and declared)
-        self.traces = {} if wanted and not parallel and modules and not self.handlers else None
+        self.traces = {} if wanted and not parallel and not self.handlers else None
         self.steps = 0
         self.disagree = None  # a device bool: a replayed loss differed from the eager one
 
@@ -208,10 +208,12 @@ class TrainStep:
         """``"jit"`` while the loss is traced, else ``"eager"``."""
         return "eager" if self.traces is None else "jit"
 
-    def use_eager(self, reason: str) -> None:
-        """Stop tracing (e.g. ``fit`` found ``pyro.param`` sites a trace would freeze)."""
-        if self.traces is not None and self.insist:
-            warnings.warn(f"--engine jit falls back to eager: {reason}")
+    def use_eager(self, reason: str, *, warn: bool | None = None) -> None:
+        """Stop tracing (e.g. ``fit`` found ``pyro.param`` sites a trace would freeze);
+        warns when ``warn``, by default only where ``--engine jit`` was insisted on."""
+        if self.traces is not None and (self.insist if warn is None else warn):
+            warnings.warn(f"--engine {'jit' if self.insist else 'auto'} falls back to eager: "
+                          f"{reason}")
         self.traces = None
 
     def consistent(self) -> bool:
@@ -221,9 +223,8 @@ class TrainStep:
             return True
         bad, self.disagree = bool(self.disagree), None
         if bad:
-            warnings.warn("the traced loss differs from the eager one (the pair's structure "
-                          "depends on data values?): training continues eagerly")
-            self.traces = None
+            self.use_eager("the traced loss differs from the eager one (the pair's structure "
+                           "depends on data values?)", warn=True)
         return not bad
 
     def __call__(self, *args, beta: float = 1.0) -> torch.Tensor:
@@ -237,8 +238,6 @@ class TrainStep:
     def _traced(self, inputs, beta: float) -> torch.Tensor:
         inputs = tuple(a for a in inputs if a is not None)  # a trace takes tensors only
         key = (beta, *(tuple(t.shape) for t in inputs))
-        x = inputs[0]
-        cuda = [x.device.index or 0] if x.device.type == "cuda" else []
         self.steps += 1
         if key not in self.traces:
             if len(self.traces) == MAX_TRACES:
@@ -247,34 +246,33 @@ class TrainStep:
             # tracing runs the pair once: fork the random streams so that the replay below
             # draws what an eager step would; silence trace-time notes on shape arithmetic
             try:
-                with torch.random.fork_rng(devices=cuda), warnings.catch_warnings():
+                with torch.random.fork_rng(devices=_cuda(inputs)), warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     self.traces[key] = torch.jit.trace(self.loss_module, inputs,
                                                        check_trace=False)
             except Exception:
                 if self.insist:
                     raise
-                self.traces = None
+                self.use_eager("the loss could not be traced")
                 return self.forward(*inputs)
-            loss, eager = self._replay_beside_eager(key, inputs, cuda)
-            if not _close(loss, eager):  # one sync per new trace, a bounded number per fit
-                warnings.warn("the traced loss differs from the eager one on the batch it was "
-                              "traced on (a Python side effect in the pair?): training eagerly")
-                self.traces = None
+            loss, eager = self._replay_beside_eager(key, inputs)
+            if not bool(_close(loss, eager)):  # one sync per new trace, a bounded number per fit
+                self.use_eager("the traced loss differs from the eager one on the batch it was "
+                               "traced on (a Python side effect in the pair?)", warn=True)
                 return self.forward(*inputs)
             return loss
         if self.steps % VERIFY_EVERY == 0:
-            loss, eager = self._replay_beside_eager(key, inputs, cuda)
-            bad = ~_close_tensor(loss, eager)
+            loss, eager = self._replay_beside_eager(key, inputs)
+            bad = ~_close(loss, eager)
             self.disagree = bad if self.disagree is None else self.disagree | bad
             return loss
         return self._replay(key, inputs)
 
-    def _replay_beside_eager(self, key, inputs, cuda):
+    def _replay_beside_eager(self, key, inputs):
         """The replayed loss and, with the same noise, the eager one (detached; built with
         autograd on, as some objectives insist); the random streams and the modules'
         buffers end as after the replay alone."""
-        with torch.random.fork_rng(devices=cuda):
+        with torch.random.fork_rng(devices=_cuda(inputs)):
             with _buffers_kept(self.loss_module):
                 eager = self.forward(*inputs).detach()
         return self._replay(key, inputs), eager
@@ -296,12 +294,15 @@ class TrainStep:
         return stack
 
 
-def _close_tensor(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def _cuda(inputs) -> list[int]:
+    """The CUDA device whose random stream the step draws from (for ``fork_rng``)."""
+    x = inputs[0]
+    return [x.device.index or 0] if x.device.type == "cuda" else []
+
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """A device bool (no host sync): ``a`` (the replayed loss) agrees with ``b``."""
     return torch.isclose(a.detach(), b, rtol=VERIFY_RTOL, atol=1e-6).all()
-
-
-def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return bool(_close_tensor(a, b))
 
 
 @contextlib.contextmanager

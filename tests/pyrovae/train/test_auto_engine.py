@@ -16,7 +16,7 @@ from torch import nn
 from pyrovae import ModelConfig, TrainConfig, build_pair, fit, make_objective
 from pyrovae.data import ImageData
 from pyrovae.train import step as step_module
-from pyrovae.train.step import TrainStep, make_optimizer
+from pyrovae.train.step import TrainStep, make_optimizer, owner
 
 X = torch.bernoulli(torch.rand(6, 784, generator=torch.Generator().manual_seed(1)))
 Y = torch.arange(6) % 10
@@ -28,7 +28,6 @@ def registry_pair(model="vae"):
 
 
 def make_step(model, guide, objective=None, engine="auto"):
-    from pyrovae.train.step import owner
     params = list({id(p): p for fn in (model, guide) for p in owner(fn).parameters()}.values())
     return TrainStep(model, guide, objective or make_objective("elbo"),
                      make_optimizer(params, lr=1e-2), engine=engine), params
@@ -170,8 +169,10 @@ def test_fit_trains_pyro_params_outside_the_modules_eagerly():
     pyro.clear_param_store()
     vae = WithLooseParam(traceable=True)
     g = torch.Generator().manual_seed(0)
-    data = ImageData("synthetic", torch.rand(32, 784, generator=g), torch.zeros(32, dtype=torch.long),
-                     torch.bernoulli(torch.rand(8, 784, generator=g)), torch.zeros(8, dtype=torch.long))
+    data = ImageData("synthetic", torch.rand(32, 784, generator=g),
+                     torch.zeros(32, dtype=torch.long),
+                     torch.bernoulli(torch.rand(8, 784, generator=g)),
+                     torch.zeros(8, dtype=torch.long))
     fit(vae.model, vae.guide, data, TrainConfig(epochs=2, batch_size=8, eval_batch_size=8),
         progress=False)
     assert pyro.param("shift").abs().sum() > 0  # trained: a trace would have frozen it
