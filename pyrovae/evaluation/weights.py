@@ -24,6 +24,7 @@ from pyro import poutine
 from pyro.distributions.util import scale_and_mask
 
 from pyrovae.errors import PyroVAEError
+from pyrovae.machine import keep_freed_heap
 from pyrovae.infer.sites import (check_latents, check_support, find_data_plate, get_trace,
                                  is_discrete, observed_sites, reduce_to, sample_sites)
 
@@ -139,6 +140,8 @@ def make_plan(model, guide, args, kwargs=None, *, data_plate: str | None = None)
     check_support(model_tr)
     nesting = _nesting(model_tr, guide_tr)
     budget = CHUNK_BYTES if args[0].device.type == "cpu" else ACCELERATOR_CHUNK_BYTES
+    if args[0].device.type == "cpu":
+        keep_freed_heap()  # chunks reuse their pages rather than faulting them in anew
     guide_sites = sample_sites(guide_tr)
     enumerated = tuple(n for n in latents if guide_sites[n]["infer"].get("enumerate") ==
                        "parallel" and guide_sites[n]["fn"].has_enumerate_support)
