@@ -9,11 +9,16 @@ def test_benchmark_evaluation(tmp_path, load_script):
     load_script("benchmark_evaluation").main([
         "--num-data", "8", "--num-particles", "20", "--pyro-bernoulli-data", "4",
         "--naive-data", "1", "--naive-particles", "4", "--vectorized-data", "2",
-        "--ais-data", "4", "--ais-chains", "2", "--ais-steps", "2", "--out", str(out)])
+        "--ais-data", "4", "--ais-chains", "2", "--ais-steps", "2", "--target-particles", "30",
+        "--renyi-data", "4", "--out", str(out)])
     r = json.loads(out.read_text())
     assert r["machine"]["cpu"] and r["peak_gflops"] > 0
     assert set(r["speedup"]) == {"pyro_bernoulli", "naive", "pyro_vectorized"}
     assert r["ais"]["decoder_passes"] == 4 * 2 * 2 * 11 and 0 < r["ais"]["fraction_of_peak"]
+    t = r["target"]
+    assert t["K"] == 30 and 0 < t["fraction_of_peak"] and t["renyi_over_evaluator"] > 0
+    # Pyro's RenyiELBO(alpha=0) bounds the same log p(x): per datapoint, close to ours
+    assert abs(t["renyi_alpha0"]["mean_bound"] - t["mean_bound"]) < 0.05 * abs(t["mean_bound"])
 
 
 def test_benchmark_training(tmp_path, load_script):
