@@ -13,6 +13,7 @@ on the same IDX files (JSON lines, see docs/ssvae.md for how they were made).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -53,13 +54,17 @@ def parse_args(argv=None):
     p.add_argument("--baseline", default=None, help="JSON lines of Pyro's example runs")
     p.add_argument("--out", default="results/ssvae")
     p.add_argument("--figures", default="docs/figures")
+    p.add_argument("--seed", type=int, default=0, help="seed of initialization and minibatch "
+                   "order (the labelled split stays seed 0's)")
+    p.add_argument("--train-size", type=int, default=None, help="train on the last N training "
+                   "images only (Pyro's example holds the first 10,000 out: 50000)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
 
 def run(n_labels: int, objective: str, args, data) -> tuple[dict, object, object]:
-    pyro.set_rng_seed(0)
+    pyro.set_rng_seed(args.seed)
     model, guide = build_pair(ModelConfig(model="ssvae", guide="ssvae", hidden=args.hidden,
                                           likelihood=args.likelihood, activation=args.activation,
                                           init_scale=args.init_scale),
@@ -68,7 +73,7 @@ def run(n_labels: int, objective: str, args, data) -> tuple[dict, object, object
     # rule Pyro's example imposes: its labelled count must be a multiple of the batch)
     batch = min(args.batch_size, n_labels)
     cfg = TrainConfig(epochs=args.epochs, batch_size=batch, objective=objective,
-                      alpha=args.alpha, lr=args.lr)
+                      alpha=args.alpha, lr=args.lr, seed=args.seed)
     history = fit(model, guide, with_labels(data, n_labels, seed=0), cfg,
                   progress=not args.no_progress)
     acc = label_accuracy(guide, data.test_x, data.test_y)
@@ -88,6 +93,14 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     data = load_dataset(args.dataset, data_dir=args.data_dir, likelihood=args.likelihood)
+    if args.train_size is not None:
+        if not 0 < args.train_size <= len(data.train_x):
+            raise SystemExit(f"--train-size must be in 1..{len(data.train_x)} (the training set), "
+                             f"got {args.train_size}")
+        data = dataclasses.replace(data, train_x=data.train_x[-args.train_size:],
+                                   train_y=data.train_y[-args.train_size:],
+                                   train_factors=None if data.train_factors is None
+                                   else data.train_factors[-args.train_size:])
     rows, last = [], None
     for n in args.labels:
         row, model, guide = run(n, "enum", args, data)
