@@ -56,8 +56,8 @@ def parse_args(argv=None):
     p.add_argument("--figures", default="docs/figures")
     p.add_argument("--seed", type=int, default=0, help="seed of initialization and minibatch "
                    "order (the labelled split stays seed 0's)")
-    p.add_argument("--train-size", type=int, default=None, help="train on the last N training "
-                   "images only (Pyro's example holds the first 10,000 out: 50000)")
+    p.add_argument("--train-size", type=int, default=None, help="train on the first N training "
+                   "images only (Pyro's example holds the last 10,000 out: 50000)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
@@ -97,10 +97,10 @@ def main(argv=None) -> int:
         if not 0 < args.train_size <= len(data.train_x):
             raise SystemExit(f"--train-size must be in 1..{len(data.train_x)} (the training set), "
                              f"got {args.train_size}")
-        data = dataclasses.replace(data, train_x=data.train_x[-args.train_size:],
-                                   train_y=data.train_y[-args.train_size:],
+        data = dataclasses.replace(data, train_x=data.train_x[:args.train_size],
+                                   train_y=data.train_y[:args.train_size],
                                    train_factors=None if data.train_factors is None
-                                   else data.train_factors[-args.train_size:])
+                                   else data.train_factors[:args.train_size])
     rows, last = [], None
     for n in args.labels:
         row, model, guide = run(n, "enum", args, data)
