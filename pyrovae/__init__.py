@@ -20,6 +20,7 @@ _API = {  # module -> the public names it holds
     "pyrovae.runs": ("load_run", "open_run", "Run", "prepare_run_dir", "resolve_device"),
     "pyrovae.registry": ("register",),
     "pyrovae.machine": ("machine_info", "cpu_model"),
+    "pyrovae.gemm": ("cpu_gemm", "set_cpu_gemm"),
     "pyrovae.errors": ("PyroVAEError", "TrainingDiverged", "TrainingInterrupted"),
     "pyrovae.infer.objectives": ("make_objective", "objective_syntax"),
     "pyrovae.infer.handlers": ("scale_latents", "scale_observed", "classify_labels",

@@ -34,6 +34,7 @@ from pyrovae import distributed
 from pyrovae.errors import PyroVAEError
 from pyrovae.evaluation import report as eval_report
 from pyrovae.evaluation.weights import Terms, evaluating, make_plan, particle_terms
+from pyrovae.gemm import MIN_ROWS, fast_linear
 from pyrovae.infer.sites import pair_args
 
 __all__ = ["log_importance_weights", "log_likelihood_bound", "elbo_terms", "evaluate",
@@ -57,11 +58,15 @@ def _chunks(model, guide, args, kwargs, *, num_particles: int, chunk_size: int |
     with evaluating(model, guide):
         plan = make_plan(model, guide, args, kwargs, data_plate=data_plate)  # caller's validation
     size = chunk_size or plan.auto_chunk_size()
+    on_cpu = isinstance(args[0], torch.Tensor) and args[0].device.type == "cpu"
+    packed = {}  # oneDNN's packed weights, for this evaluation only
     done = 0
     while done < num_particles:
         k = min(size, num_particles - done)
         # the probe has checked the pair; per-chunk argument checks cost ~10% here
-        with evaluating(model, guide), pyro.validation_enabled(False):
+        fast = on_cpu and k * plan.batch >= MIN_ROWS
+        with evaluating(model, guide), pyro.validation_enabled(False), \
+                fast_linear(model, guide, enabled=fast, packed=packed):
             terms = particle_terms(model, guide, args, kwargs, plan, k)
         if torch.isnan(terms.log_w).any():
             rows = torch.isnan(terms.log_w).any(0).nonzero().flatten().tolist()

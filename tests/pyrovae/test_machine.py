@@ -13,10 +13,13 @@ def test_l2_cache_is_a_plausible_size():
     assert size == 12345 or 64 * 2**10 <= size <= 64 * 2**20
 
 
-# a fresh process, since the thresholds are process-wide and set once
+# a fresh process, since the thresholds are process-wide and set once; torch's own GEMM, since
+# oneDNN's first few calls of a shape fault pages in for its JIT-compiled kernels
 _FAULTS = """
 import resource, sys, torch
 import pyrovae.evaluation.weights as weights
+import pyrovae.gemm
+pyrovae.gemm.set_cpu_gemm("mkl")
 if sys.argv[1] == "off":
     weights.keep_freed_heap = lambda: False
 from pyrovae import ModelConfig, build_pair, evaluate

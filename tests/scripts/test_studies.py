@@ -19,6 +19,9 @@ def test_benchmark_evaluation(tmp_path, load_script):
     assert t["K"] == 30 and 0 < t["fraction_of_peak"] and t["renyi_over_evaluator"] > 0
     # Pyro's RenyiELBO(alpha=0) bounds the same log p(x): per datapoint, close to ours
     assert abs(t["renyi_alpha0"]["mean_bound"] - t["mean_bound"]) < 0.05 * abs(t["mean_bound"])
+    sb = t["side_by_side"]
+    assert all(len(ts) == sb["rounds"] for ts in sb["seconds"].values())
+    assert sb["renyi_over_evaluate"] > 0 and sb["renyi_over_evaluate_pyro_bernoulli"] > 0
 
 
 def test_benchmark_training(tmp_path, load_script):
