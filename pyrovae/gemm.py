@@ -1,8 +1,8 @@
 """Which library runs the evaluator's float32 CPU GEMMs: MKL or oneDNN, as measured here.
 
 torch sends a float32 ``F.linear`` on the CPU to MKL's sgemm.  The same torch ships oneDNN,
-whose fp32 matmul with a pre-packed weight ran the decoder's GEMM at 191-214 GFLOP/s
-against MKL's 125-178 on this project's AMD EPYC (two threads), and IWAE-1000 1.12-1.18x
+whose fp32 matmul with a pre-packed weight ran the decoder's GEMM at a median 199 GFLOP/s
+against MKL's 154 on this project's AMD EPYC (two threads), and IWAE-1000 1.12-1.18x
 faster end to end (scripts/benchmark_evaluation.py); on an Intel CPU MKL may be faster.  So the
 choice is measured once per process, on a GEMM of the shape a VAE's decoder has
 (:func:`cpu_gemm`), and :func:`fast_linear` sends the large linears of a pair's modules to
