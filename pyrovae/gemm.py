@@ -62,7 +62,10 @@ def cpu_gemm() -> str:
     """The library :func:`fast_linear` uses here: measured on first use, then kept."""
     global _choice
     if _choice is None:
-        _choice = _measure() if _available() else "mkl"
+        try:
+            _choice = _measure() if _available() else "mkl"
+        except RuntimeError:  # a oneDNN that cannot run here: torch's default it is
+            _choice = "mkl"
     return _choice
 
 

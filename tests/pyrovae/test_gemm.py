@@ -99,3 +99,12 @@ def test_choice_is_measured_once_and_can_be_fixed(monkeypatch):
     assert gemm.cpu_gemm() == "mkl"
     with pytest.raises(ValueError, match="'mkl', 'onednn' or 'auto'"):
         gemm.set_cpu_gemm("blas")
+
+
+def test_a_onednn_that_fails_means_mkl(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("could not create a primitive")
+
+    monkeypatch.setattr(gemm, "_choice", None)
+    monkeypatch.setattr(gemm, "_measure", broken)
+    assert gemm.cpu_gemm() == "mkl"
