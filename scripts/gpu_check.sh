@@ -13,5 +13,5 @@ $PY -c "import torch; assert torch.cuda.is_available(), 'torch sees no CUDA devi
 $PY -m pytest -q -m cuda tests/pyrovae/test_cuda.py
 timeout 240 $PY scripts/benchmark_training.py --device cuda --rounds 20 --no-ablations \
     --out results/gpu/benchmark_training.json
-timeout 180 $PY scripts/benchmark_evaluation.py --device cuda --out results/gpu/benchmark_evaluation.json
+timeout 180 $PY scripts/benchmark_evaluation.py --device cuda --rounds 3 --out results/gpu/benchmark_evaluation.json
 echo "gpu_check done: results/gpu/"
