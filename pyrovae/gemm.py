@@ -10,8 +10,8 @@ the faster library.  Both compute in float32: the results differ in rounding onl
 
 Only ``nn.Linear`` layers without autograd, on float32 CPU inputs of at least ``MIN_ROWS``
 rows, are redirected, by shadowing their ``forward`` for the block's duration; every other
-op runs as usual, so a user's pair needs no change (a pair of plain functions is simply
-not sped up).  A weight is packed once per evaluation (``packed``).
+op runs as usual, so a user's pair needs no change (a pair of plain functions that call
+``pyro.module`` on modules they close over is simply not sped up).  A weight is packed once per evaluation (``packed``).
 """
 from __future__ import annotations
 
@@ -103,7 +103,8 @@ def _packed_forward(linear: torch.nn.Linear, packed: dict):
 
 @contextlib.contextmanager
 def fast_linear(*modules, enabled: bool = True, packed: dict | None = None):
-    """Within the block, the ``nn.Linear`` layers of ``modules`` run large no-grad float32
+    """Within the block, the ``nn.Linear`` layers of ``modules`` (modules, or methods bound to
+    modules, as a pair's model and guide often are) run large no-grad float32
     CPU inputs on the faster library of :func:`cpu_gemm`.  A no-op where MKL is faster,
     with ``enabled`` False, and for layers that are not plain ``nn.Linear`` (or whose
     ``forward`` is already overridden); every other op is untouched, at no cost.
@@ -114,7 +115,9 @@ def fast_linear(*modules, enabled: bool = True, packed: dict | None = None):
     if not enabled or cpu_gemm() != "onednn":
         yield
         return
-    layers = {id(m): m for mod in modules if isinstance(mod, torch.nn.Module)
+    owners = [mod if isinstance(mod, torch.nn.Module) else getattr(mod, "__self__", None)
+              for mod in modules]  # a module, or a bound method of one (Pyro's tutorial VAE)
+    layers = {id(m): m for mod in owners if isinstance(mod, torch.nn.Module)
               for m in mod.modules() if type(m) is torch.nn.Linear and "forward" not in vars(m)}
     packed = {} if packed is None else packed
     for m in layers.values():

@@ -5,6 +5,7 @@ import torch
 
 import pyrovae.gemm as gemm
 from pyrovae import ModelConfig, build_pair, evaluate, load_dataset
+from pyrovae import log_likelihood_bound as pyrovae_bound
 
 pytestmark = pytest.mark.skipif(not gemm._available(), reason="torch built without oneDNN")
 
@@ -90,6 +91,20 @@ def test_bounds_unchanged_and_decoder_redirected(onednn, monkeypatch):
         means[choice] = [b["mean"] for b in report["bounds"]]
     assert means["mkl"] == pytest.approx(means["onednn"], rel=1e-6)
     assert any(rows >= 16 * 50 for rows in onednn)  # the decoder's big GEMMs went there
+
+
+def test_pyro_example_layout_is_redirected_too(onednn, monkeypatch, load_script):
+    # Pyro's examples/vae/vae.py layout: model and guide are methods of one nn.Module
+    vae = load_script("pyro_example_pair").ExampleVAE(z_dim=4, hidden=32)
+    x = (torch.rand(16, 784) < 0.3).float()
+    means = {}
+    for choice in ("mkl", "onednn"):
+        monkeypatch.setattr(gemm, "_choice", choice)
+        torch.manual_seed(1)
+        means[choice] = float(pyrovae_bound(vae.model, vae.guide, x, num_particles=50).mean())
+    assert means["mkl"] == pytest.approx(means["onednn"], rel=1e-6)
+    assert any(rows >= 16 * 50 for rows in onednn)
+    assert not any("forward" in vars(m) for m in vae.modules())  # restored
 
 
 def test_choice_is_measured_once_and_can_be_fixed(monkeypatch):
