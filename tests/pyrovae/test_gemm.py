@@ -39,6 +39,18 @@ def test_same_result_as_nn_linear(onednn, shape, bias):
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
+def test_strided_weight(onednn):
+    lin = torch.nn.Linear(40, 30)
+    lin.weight = torch.nn.Parameter(torch.randn(40, 30).t())  # tied/transposed: not contiguous
+    x = torch.randn(512, 40)
+    with torch.no_grad():
+        want = lin(x)
+        with gemm.fast_linear(lin):
+            got = lin(x)
+    assert len(onednn) == 1
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
 def test_autograd_small_and_other_dtypes_are_left_to_torch(onednn):
     lin = torch.nn.Linear(40, 30)
     x = torch.randn(512, 40)
