@@ -3,15 +3,16 @@
 torch sends a float32 ``F.linear`` on the CPU to MKL's sgemm.  The same torch ships oneDNN,
 whose fp32 matmul with a pre-packed weight ran the decoder's GEMM at a median 199 GFLOP/s
 against MKL's 154 on this project's AMD EPYC (two threads), and IWAE-1000 1.12-1.18x
-faster end to end (scripts/benchmark_evaluation.py); on an Intel CPU MKL may be faster.  So the
-choice is measured once per process, on a GEMM of the shape a VAE's decoder has
+faster end to end (scripts/benchmark_evaluation.py); on an Intel CPU MKL may be faster.
+So the choice is measured once per process, on a GEMM of the shape a VAE's decoder has
 (:func:`cpu_gemm`), and :func:`fast_linear` sends the large linears of a pair's modules to
 the faster library.  Both compute in float32: the results differ in rounding only.
 
 Only ``nn.Linear`` layers without autograd, on float32 CPU inputs of at least ``MIN_ROWS``
 rows, are redirected, by shadowing their ``forward`` for the block's duration; every other
 op runs as usual, so a user's pair needs no change (a pair of plain functions that call
-``pyro.module`` on modules they close over is simply not sped up).  A weight is packed once per evaluation (``packed``).
+``pyro.module`` on modules they close over is simply not sped up).  A weight is packed
+once per evaluation (``packed``).
 """
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ def _measure(rows: int = 1024, inner: int = 400, outer: int = 784, rounds: int =
         calls = {"mkl": lambda: F.linear(x, w, b),
                  "onednn": lambda: _onednn_linear(x, packed, b, outer)}
         best = {name: float("inf") for name in calls}
-        for name, call in calls.items():
+        for call in calls.values():
             call()  # warm-up: first-touch of the output, oneDNN's kernel creation
         for _ in range(rounds):  # interleaved, best of each: a busy moment hits both
             for name, call in calls.items():

@@ -58,7 +58,7 @@ def _chunks(model, guide, args, kwargs, *, num_particles: int, chunk_size: int |
     with evaluating(model, guide):
         plan = make_plan(model, guide, args, kwargs, data_plate=data_plate)  # caller's validation
     size = chunk_size or plan.auto_chunk_size()
-    on_cpu = isinstance(args[0], torch.Tensor) and args[0].device.type == "cpu"
+    on_cpu = args[0].device.type == "cpu"  # make_plan has checked args[0] is a tensor
     packed = {}  # oneDNN's packed weights, for this evaluation only
     done = 0
     while done < num_particles:
