@@ -92,6 +92,9 @@ class TrainConfig:
     alpha: float = option(0.0, "weight of the classification loss on labelled data "
                                "(semi-supervised models; Kingma et al. 2014 use 0.1 x N)",
                           Real(low=0))
+    label_passes: int = option(1, "passes over the labelled images per epoch (semi-supervised "
+                               "models): 1 as Pyro's M2 example; more when labels are few",
+                               POSITIVE)
     beta_schedule: str = option("constant", "beta over training: constant, linear, cyclical",
                                 OneOf(SCHEDULES))
     warmup_epochs: float = option(10.0, "epochs of the linear beta warm-up", Real(low=0))

@@ -58,12 +58,16 @@ def parse_args(argv=None):
                    "order (the labelled split stays seed 0's)")
     p.add_argument("--train-size", type=int, default=None, help="train on the first N training "
                    "images only (Pyro's example holds the last 10,000 out: 50000)")
+    p.add_argument("--label-passes", type=int, default=1, help="passes over the labelled "
+                   "images per epoch (1: Pyro's example)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
 
-def run(n_labels: int, objective: str, args, data) -> tuple[dict, object, object]:
+def run(n_labels: int, objective: str, args, data, held=None) -> tuple[dict, object, object]:
+    """Train and evaluate one M2; ``held``: ``(x, y)`` of held-out training images, whose
+    accuracy is the validation accuracy (for choices that must not look at the test set)."""
     pyro.set_rng_seed(args.seed)
     model, guide = build_pair(ModelConfig(model="ssvae", guide="ssvae", hidden=args.hidden,
                                           likelihood=args.likelihood, activation=args.activation,
@@ -73,16 +77,19 @@ def run(n_labels: int, objective: str, args, data) -> tuple[dict, object, object
     # rule Pyro's example imposes: its labelled count must be a multiple of the batch)
     batch = min(args.batch_size, n_labels)
     cfg = TrainConfig(epochs=args.epochs, batch_size=batch, objective=objective,
-                      alpha=args.alpha, lr=args.lr, seed=args.seed)
+                      alpha=args.alpha, lr=args.lr, seed=args.seed,
+                      label_passes=args.label_passes)
     history = fit(model, guide, with_labels(data, n_labels, seed=0), cfg,
                   progress=not args.no_progress)
     acc = label_accuracy(guide, data.test_x, data.test_y)
+    valid = label_accuracy(guide, *held)["accuracy"] if held is not None else None
     torch.manual_seed(0)
     report = evaluate(model, guide, data.test_x[:args.num_test], num_particles=(1, args.k),
                       progress=not args.no_progress)
     rows = {r["K"]: r for r in report["bounds"]}
     return ({"labels": n_labels, "y": "enumerated" if objective == "enum" else "sampled",
-             "batch_size": batch,
+             "batch_size": batch, "label_passes": args.label_passes, "seed": args.seed,
+             "validation_accuracy": valid,
              "accuracy": acc["accuracy"], "accuracy_se": acc["se"],
              "iwae": rows[args.k]["mean"], "iwae_se": rows[args.k]["se"],
              "elbo": rows[1]["mean"], "seconds_per_epoch": sum(h["seconds"] for h in history)
@@ -93,22 +100,25 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     data = load_dataset(args.dataset, data_dir=args.data_dir, likelihood=args.likelihood)
+    held = None
     if args.train_size is not None:
         if not 0 < args.train_size <= len(data.train_x):
             raise SystemExit(f"--train-size must be in 1..{len(data.train_x)} (the training set), "
                              f"got {args.train_size}")
+        if args.train_size < len(data.train_x):  # held out: a validation set, as the example's
+            held = (data.train_x[args.train_size:], data.train_y[args.train_size:])
         data = dataclasses.replace(data, train_x=data.train_x[:args.train_size],
                                    train_y=data.train_y[:args.train_size],
                                    train_factors=None if data.train_factors is None
                                    else data.train_factors[:args.train_size])
     rows, last = [], None
     for n in args.labels:
-        row, model, guide = run(n, "enum", args, data)
+        row, model, guide = run(n, "enum", args, data, held)
         rows.append(row)
         last = (model, guide)
         print(row)
     for n in args.sampled:
-        rows.append(run(n, "elbo", args, data)[0])
+        rows.append(run(n, "elbo", args, data, held)[0])
         print(rows[-1])
     baseline = ([json.loads(line) for line in Path(args.baseline).read_text().splitlines()
                  if line.strip()] if args.baseline else [])

@@ -76,20 +76,23 @@ class TensorBatches:
 
 class SemiSupervisedBatches:
     """An epoch of a partly labelled :class:`~pyrovae.data.ImageData`: every unlabelled
-    batch ``(x,)`` and every labelled batch ``(x, y)`` once, the labelled ones spread evenly
-    among the unlabelled (as Kingma et al. 2014 and Pyro's M2 example interleave them)."""
+    batch ``(x,)`` once and every labelled batch ``(x, y)`` ``label_passes`` times (a fresh
+    order per pass), the labelled ones spread evenly among the unlabelled (as Kingma et al.
+    2014 and Pyro's M2 example interleave them; the example makes one pass)."""
 
-    def __init__(self, data: ImageData, *, batch_size: int, world):
+    def __init__(self, data: ImageData, *, batch_size: int, world, label_passes: int = 1):
         if world.size > 1:
             raise PyroVAEError("semi-supervised training runs in one process")
         mask = torch.zeros(len(data.train_x), dtype=torch.bool, device=data.train_x.device)
         mask[data.labelled] = True
         self.labelled, self.unlabelled = data.labelled, torch.nonzero(~mask).flatten()
         self.x, self.y, self.present = data.train_x, data.train_y, data.train_batch
+        self.passes = label_passes
         self.bs = min(batch_size, len(self.unlabelled))
         self.bs_l = min(batch_size, len(self.labelled))
         self.nu = math.ceil(len(self.unlabelled) / self.bs)
-        self.nl = math.ceil(len(self.labelled) / self.bs_l)
+        self.per_pass = math.ceil(len(self.labelled) / self.bs_l)
+        self.nl = self.per_pass * label_passes
         self.steps, self.seen, self.device = self.nu + self.nl, len(self.x), self.x.device
         # step i is labelled when it is one of the nl evenly spaced positions
         self.is_labelled = torch.zeros(self.steps, dtype=torch.bool)
@@ -97,15 +100,17 @@ class SemiSupervisedBatches:
         self.index = torch.cumsum(self.is_labelled, 0) - self.is_labelled.long()
 
     def order(self, gen):
+        n = len(self.labelled)
         return (self.unlabelled[torch.randperm(len(self.unlabelled), generator=gen,
                                                device=self.device)],
-                self.labelled[torch.randperm(len(self.labelled), generator=gen,
-                                             device=self.device)])
+                torch.cat([self.labelled[torch.randperm(n, generator=gen, device=self.device)]
+                           for _ in range(self.passes)]))
 
     def batch(self, perm, i: int, gen) -> tuple:
         if self.is_labelled[i]:
-            j = int(self.index[i])
-            idx = perm[1][j * self.bs_l:(j + 1) * self.bs_l]
+            p, j = divmod(int(self.index[i]), self.per_pass)
+            start, end = p * len(self.labelled), (p + 1) * len(self.labelled)
+            idx = perm[1][start + j * self.bs_l:min(start + (j + 1) * self.bs_l, end)]
             return self.present(idx, gen), self.y[idx]
         j = i - int(self.index[i])  # unlabelled batches before step i
         return (self.present(perm[0][j * self.bs:(j + 1) * self.bs], gen),)
@@ -139,11 +144,17 @@ class LoaderBatches:
         return 0  # counted from the batches themselves
 
 
-def make_batches(data, *, batch_size: int, world, labels: bool, generator, device):
+def make_batches(data, *, batch_size: int, world, labels: bool, generator, device,
+                 label_passes: int = 1):
     """The batch source for ``data`` (see the module docstring) and its test tensors."""
     if isinstance(data, ImageData) and data.labelled is not None:
-        return (SemiSupervisedBatches(data, batch_size=batch_size, world=world),
+        return (SemiSupervisedBatches(data, batch_size=batch_size, world=world,
+                                      label_passes=label_passes),
                 (data.test_x, None))  # the test ELBO of a semi-supervised model sums y out
+    if label_passes != 1:
+        raise PyroVAEError(f"label_passes={label_passes} (--label-passes) repeats the labelled "
+                           f"images of a partly labelled dataset: give --labels N "
+                           f"(pyrovae.with_labels), or leave it at 1")
     if isinstance(data, ImageData):
         return (TensorBatches(data.train_x, data.train_y if labels else None,
                               batch_size=batch_size, world=world, present=data.train_batch),

@@ -106,7 +106,7 @@ def fit(model, guide, data, cfg: TrainConfig, *, test_data=None, run_dir=None,
     labels = takes_two_arguments(model) and takes_two_arguments(guide)
     batches, test = make_batches(data, batch_size=cfg.batch_size, world=world, labels=labels,
                                  generator=torch.Generator().manual_seed(cfg.seed + 2),
-                                 device=device)
+                                 device=device, label_passes=cfg.label_passes)
     test = _test_set(test_data, test)
     if objective is None or isinstance(objective, str):
         objective = make_objective(objective or cfg.objective)

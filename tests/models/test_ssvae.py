@@ -1,12 +1,13 @@
 """The semi-supervised VAE (M2): labels summed, the classification loss as a handler, the
 label split, the interleaved batches, and the command line end to end."""
 import json
+import math
 
 import pytest
 import torch
 
 from pyrovae import (ModelConfig, PyroVAEError, build_pair, classify_labels, elbo_terms,
-                     label_accuracy, make_objective, with_labels)
+                     TrainConfig, fit, label_accuracy, make_objective, with_labels)
 from pyrovae.train.batches import SemiSupervisedBatches
 from pyrovae.distributed import World
 
@@ -71,6 +72,35 @@ def test_label_split_is_stratified_seeded_and_batches_interleave(sample_data):
     assert kinds.count(2) == 1 and kinds.index(2) == 0  # one labelled batch, first of 9
     with pytest.raises(PyroVAEError, match="--labels must be an integer in 1..3999"):
         with_labels(sample_data, 4000)
+
+
+def test_label_passes_cycle_the_labelled_set_in_fresh_orders(sample_data):
+    data = with_labels(sample_data, 50, seed=0)
+    batches = SemiSupervisedBatches(data, batch_size=20, world=World(), label_passes=3)
+    gen = torch.Generator().manual_seed(0)
+    perm = batches.order(gen)
+    assert batches.steps == math.ceil(3950 / 20) + 3 * 3  # 3 passes of 3 labelled batches
+    labelled, positions = [], []
+    for i in range(batches.steps):
+        args = batches.batch(perm, i, gen)
+        if len(args) == 2:
+            positions.append(i)
+            labelled.append(args[1])
+    sizes = [len(y) for y in labelled]
+    assert sizes == [20, 20, 10] * 3  # each pass covers the 50 labels once
+    per_pass = [torch.sort(torch.cat(labelled[3 * p:3 * p + 3])).values for p in range(3)]
+    assert all(torch.equal(per_pass[0], other) for other in per_pass[1:])
+    assert not torch.equal(torch.cat(labelled[:3]), torch.cat(labelled[3:6]))  # reshuffled
+    gaps = torch.diff(torch.tensor(positions))
+    assert gaps.min() >= 20 and gaps.max() <= 25  # spread evenly among 198 unlabelled
+    with pytest.raises(PyroVAEError, match="label_passes"):
+        TrainConfig(label_passes=0)
+
+
+def test_label_passes_without_a_label_split_is_refused(sample_data):
+    model, guide = build_pair(ModelConfig(latent_dim=2, hidden=8), x_dim=784)
+    with pytest.raises(PyroVAEError, match="give --labels N"):
+        fit(model, guide, sample_data, TrainConfig(epochs=1, label_passes=3), progress=False)
 
 
 def test_command_line_trains_evaluates_and_reports_accuracy(cli, tmp_path):
