@@ -35,6 +35,9 @@ def add_evaluate_flags(p) -> None:
                    "(default 16)")
     p.add_argument("--ais-batch-size", type=positive_int, default=100,
                    help="datapoints per AIS pass (default 100)")
+    p.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
+                   help="IWAE's CPU GEMM inputs: float32 (default) or bfloat16 (faster on "
+                        "CPUs with AMX; bias measured in docs/performance.md)")
     _common_flags(p)
 
 
@@ -56,7 +59,7 @@ def cmd_evaluate(args) -> int:
     evaluate_run(args.run, num_particles=particle_ladder(ks[0]) if len(ks) == 1 else ks,
                  limit=args.limit, batch_size=args.batch_size, device=device,
                  progress=not args.no_progress, ais_steps=args.ais, ais_chains=args.chains,
-                 ais_batch_size=args.ais_batch_size)
+                 ais_batch_size=args.ais_batch_size, precision=args.precision)
     return 0
 
 

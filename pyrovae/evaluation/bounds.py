@@ -34,7 +34,7 @@ from pyrovae import distributed
 from pyrovae.errors import PyroVAEError
 from pyrovae.evaluation import report as eval_report
 from pyrovae.evaluation.weights import Terms, evaluating, make_plan, particle_terms
-from pyrovae.gemm import MIN_ROWS, fast_linear
+from pyrovae.gemm import MIN_ROWS, check_precision, fast_linear, gemm_precision
 from pyrovae.infer.sites import pair_args
 
 __all__ = ["log_importance_weights", "log_likelihood_bound", "elbo_terms", "evaluate",
@@ -48,7 +48,7 @@ def _check_count(name: str, value) -> int:
 
 
 def _chunks(model, guide, args, kwargs, *, num_particles: int, chunk_size: int | None,
-            data_plate: str | None = None):
+            data_plate: str | None = None, precision: str = "float32"):
     """Yield :class:`~pyrovae.evaluation.weights.Terms` for consecutive blocks of particles."""
     num_particles = _check_count("num_particles", num_particles)
     if chunk_size is not None:
@@ -59,6 +59,7 @@ def _chunks(model, guide, args, kwargs, *, num_particles: int, chunk_size: int |
         plan = make_plan(model, guide, args, kwargs, data_plate=data_plate)  # caller's validation
     size = chunk_size or plan.auto_chunk_size()
     on_cpu = args[0].device.type == "cpu"  # make_plan has checked args[0] is a tensor
+    check_precision(precision, args[0].device)
     packed = {}  # oneDNN's packed weights, for this evaluation only
     done = 0
     while done < num_particles:
@@ -66,7 +67,8 @@ def _chunks(model, guide, args, kwargs, *, num_particles: int, chunk_size: int |
         # the probe has checked the pair; per-chunk argument checks cost ~10% here
         fast = on_cpu and k * plan.batch >= MIN_ROWS
         with evaluating(model, guide), pyro.validation_enabled(False), \
-                fast_linear(model, guide, enabled=fast, packed=packed):
+                fast_linear(model, guide, enabled=fast, packed=packed), \
+                gemm_precision(precision):
             terms = particle_terms(model, guide, args, kwargs, plan, k)
         if torch.isnan(terms.log_w).any():
             rows = torch.isnan(terms.log_w).any(0).nonzero().flatten().tolist()
@@ -80,18 +82,19 @@ def _chunks(model, guide, args, kwargs, *, num_particles: int, chunk_size: int |
 
 def log_importance_weights(model, guide, *args, num_particles: int,
                            chunk_size: int | None = None, data_plate: str | None = None,
-                           **kwargs) -> torch.Tensor:
+                           precision: str = "float32", **kwargs) -> torch.Tensor:
     """All log weights ``log p(x, z_k) - log q(z_k | x)`` as a ``[num_particles, batch]``
     tensor (what PSIS and ESS need); use :func:`log_likelihood_bound` when only the bound
     is wanted, which never holds more than one chunk of particles."""
     return torch.cat([t.log_w for t in _chunks(model, guide, args, kwargs,
                                                  num_particles=num_particles,
-                                                 chunk_size=chunk_size, data_plate=data_plate)])
+                                                 chunk_size=chunk_size, data_plate=data_plate,
+                                                 precision=precision)])
 
 
 def log_likelihood_bound(model, guide, *args, num_particles: int,
                          chunk_size: int | None = None, data_plate: str | None = None,
-                         **kwargs) -> torch.Tensor:
+                         precision: str = "float32", **kwargs) -> torch.Tensor:
     """Per-datapoint estimate ``log p̂_K(x)`` (shape ``[batch]``) of the IWAE bound L_K.
 
     Particles are drawn in chunks of ``chunk_size`` (default: sized from a memory budget
@@ -104,10 +107,12 @@ def log_likelihood_bound(model, guide, *args, num_particles: int,
     :param chunk_size: particles per vectorized pass; changes speed and memory only.
     :param data_plate: name of the data plate, when several plates of the batch's size
         hold every site (by default it is found).
+    :param precision: ``'float32'``, or ``'bfloat16'`` GEMM inputs on a CPU that has bf16
+        instructions (faster on AMX; see :mod:`pyrovae.gemm`).
     """
     total = None
     for terms in _chunks(model, guide, args, kwargs, num_particles=num_particles,
-                         chunk_size=chunk_size, data_plate=data_plate):
+                         chunk_size=chunk_size, data_plate=data_plate, precision=precision):
         part = torch.logsumexp(terms.log_w, dim=0)
         total = part if total is None else torch.logaddexp(total, part)
     return total - math.log(num_particles)
@@ -192,7 +197,7 @@ def evaluate(model, guide, data_x: torch.Tensor, data_y: torch.Tensor | None = N
              num_particles: Sequence[int] = (1, 10, 100, 1000, 5000), batch_size: int = 32,
              chunk_size: int | None = None, progress: bool = True,
              active_threshold: float = 0.01, data_plate: str | None = None,
-             levels: int | None = None, **kwargs) -> dict:
+             levels: int | None = None, precision: str = "float32", **kwargs) -> dict:
     """Evaluate ``(model, guide)`` on a dataset and return the report dict.
 
     For each datapoint ``max(num_particles)`` log weights are drawn once; every L_K in
@@ -215,6 +220,8 @@ def evaluate(model, guide, data_x: torch.Tensor, data_y: torch.Tensor | None = N
     :param levels: the data are pixels dequantized from this many levels (a pyrovae
         dataset's ``levels``): bits/dim then count the bins (see
         :mod:`pyrovae.evaluation.report`).
+    :param precision: ``'float32'`` (default), or ``'bfloat16'``: the CPU GEMMs' inputs
+        rounded to bf16, accumulated in float32 (:mod:`pyrovae.gemm`); the report says which.
     :returns: a JSON-ready dict; see :func:`pyrovae.evaluation.report.write_report`.
     """
     ks = sorted({_check_count("num_particles", k) for k in (
@@ -224,6 +231,7 @@ def evaluate(model, guide, data_x: torch.Tensor, data_y: torch.Tensor | None = N
     _check_count("batch_size", batch_size)
     if not isinstance(data_x, torch.Tensor) or data_x.dim() < 1 or len(data_x) == 0:
         raise PyroVAEError("data_x must be a non-empty tensor with datapoints along dim 0")
+    check_precision(precision, data_x.device)
     if data_x.is_floating_point() and not torch.isfinite(data_x).all():
         bad = (~torch.isfinite(data_x)).reshape(len(data_x), -1).any(1).nonzero().flatten()
         raise PyroVAEError(f"data_x has NaN or inf in {len(bad)} datapoint(s), the first at "
@@ -238,7 +246,7 @@ def evaluate(model, guide, data_x: torch.Tensor, data_y: torch.Tensor | None = N
         y = None if data_y is None else data_y[i:i + batch_size]
         acc = _Accumulator()
         for t in _chunks(model, guide, pair_args(x, y), kwargs, num_particles=ks[-1],
-                         chunk_size=chunk_size, data_plate=data_plate):
+                         chunk_size=chunk_size, data_plate=data_plate, precision=precision):
             acc.add(t)
         log_w = torch.cat(acc.log_w)
         stats = eval_report.Stats()
@@ -256,7 +264,8 @@ def evaluate(model, guide, data_x: torch.Tensor, data_y: torch.Tensor | None = N
     report = eval_report.make_report(bounds, stats, x_dim=data_x[0].numel(),
                                      threshold=active_threshold,
                                      seconds=time.perf_counter() - start,
-                                     batch_size=batch_size, discrete=discrete, levels=levels)
+                                     batch_size=batch_size, discrete=discrete, levels=levels,
+                                     precision=precision)
     # per datapoint, for paired comparisons later (AIS, another run) without a second pass
     report["per_datapoint"] = {"K": ks[-1], "iwae": bounds[ks[-1]][0].tolist(),
                                "elbo": bounds[ks[0]][0].tolist()}

@@ -107,7 +107,7 @@ def _bits(nats: float, x_dim: int, levels: int | None) -> float:
 
 def make_report(bounds: dict, stats: Stats, *, x_dim: int, threshold: float,
                 seconds: float, batch_size: int, discrete: bool = True,
-                levels: int | None = None) -> dict:
+                levels: int | None = None, precision: str = "float32") -> dict:
     """Assemble the JSON-ready report from per-datapoint bounds ``{K: (estimate[N],
     monte_carlo_variance[N])}``.
 
@@ -132,6 +132,7 @@ def make_report(bounds: dict, stats: Stats, *, x_dim: int, threshold: float,
         rows.append(row)
     report = {"num_datapoints": n, "x_dim": x_dim, "num_particles": ks,
               "bounds": rows, "seconds": seconds, "batch_size": batch_size,
+              "precision": precision,
               "likelihood": "discrete" if discrete else
               f"density on pixels dequantized from {levels} levels" if levels else
               "density on continuous data (bits/dim not applicable)"}
@@ -226,7 +227,8 @@ def markdown_table(report: dict) -> str:
     if "reference" in report:
         ref = report["reference"]
         lines.append(f"- {ref.get('label', 'reference')}: {ref['value']:.3f}")
-    lines.append(f"- {report['seconds']:.1f} s for {n} datapoints")
+    gemms = "" if report.get("precision", "float32") == "float32" else ", bf16 GEMM inputs"
+    lines.append(f"- {report['seconds']:.1f} s for {n} datapoints{gemms}")
     return "\n".join(lines) + "\n"
 
 

@@ -17,11 +17,12 @@ from pyrovae.runs import load_run
 def evaluate_run(run_dir, *, num_particles: Sequence[int] = (1, 10, 100, 1000, 5000),
                  limit: int | None = None, batch_size: int = 32, device: str = "auto",
                  progress: bool = True, ais_steps: Sequence[int] = (), ais_chains: int = 16,
-                 ais_batch_size: int = 100) -> dict:
+                 ais_batch_size: int = 100, precision: str = "float32") -> dict:
     """:func:`~pyrovae.evaluation.bounds.evaluate` on a run's test set (the first ``limit``
     datapoints), plus an AIS row per number of steps in ``ais_steps``; the report is
     written into the run and returned.  Inside a ``torch.distributed`` process group the
-    datapoints are shared among the ranks and rank 0 writes."""
+    datapoints are shared among the ranks and rank 0 writes.  ``precision`` is the IWAE
+    bounds' GEMM precision (:func:`~pyrovae.evaluation.bounds.evaluate`)."""
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise PyroVAEError(f"limit must be a positive integer, got {limit!r}")
     run = load_run(run_dir, device=device)
@@ -31,7 +32,8 @@ def evaluate_run(run_dir, *, num_particles: Sequence[int] = (1, 10, 100, 1000, 5
     # a conditional model bounds log p(x | y); a semi-supervised one sums y: log p(x)
     labels = y if model_needs_labels(run.config.model.model) else None
     report = evaluate(run.model, run.guide, x, labels, num_particles=num_particles,
-                      batch_size=batch_size, progress=progress, levels=run.data.levels)
+                      batch_size=batch_size, progress=progress, levels=run.data.levels,
+                      precision=precision)
     if model_takes_labels(run.config.model.model) and labels is None:
         report["accuracy"] = label_accuracy(run.guide, x, y)
     if run.data.test_factors is not None:  # known generating factors: MIG, FactorVAE score

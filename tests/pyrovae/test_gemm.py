@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import pyrovae.gemm as gemm
-from pyrovae import ModelConfig, build_pair, evaluate, load_dataset
+from pyrovae import ModelConfig, PyroVAEError, build_pair, evaluate, load_dataset
 from pyrovae import log_likelihood_bound as pyrovae_bound
 
 pytestmark = pytest.mark.skipif(not gemm._available(), reason="torch built without oneDNN")
@@ -135,3 +135,57 @@ def test_a_onednn_that_fails_means_mkl(monkeypatch):
     monkeypatch.setattr(gemm, "_choice", None)
     monkeypatch.setattr(gemm, "_measure", broken)
     assert gemm.cpu_gemm() == "mkl"
+
+
+BF16 = gemm.bf16_supported()
+
+
+def test_precision_is_checked_and_the_flag_restored(monkeypatch):
+    flags = torch.backends.mkldnn.matmul
+    with pytest.raises(PyroVAEError, match="precision must be 'float32' or 'bfloat16'"):
+        gemm.check_precision("fp16", "cpu")
+    with pytest.raises(PyroVAEError, match="on cuda evaluate in float32"):
+        gemm.check_precision("bfloat16", "cuda")
+    monkeypatch.setattr(gemm, "bf16_supported", lambda: False)
+    with pytest.raises(PyroVAEError, match="needs a CPU with bf16 instructions"):
+        gemm.check_precision("bfloat16", "cpu")
+    before = flags.fp32_precision
+    flags.fp32_precision = "bf16"  # a process that set bf16 itself
+    try:
+        with gemm.gemm_precision("float32"):
+            assert flags.fp32_precision == "ieee"  # float32 is what the report will say
+        assert flags.fp32_precision == "bf16"
+    finally:
+        flags.fp32_precision = before
+
+
+@pytest.mark.skipif(not BF16, reason="this CPU has no bf16 instructions")
+@pytest.mark.parametrize("choice", ["mkl", "onednn"])
+def test_bfloat16_rounds_gemm_inputs_only(monkeypatch, choice):
+    monkeypatch.setattr(gemm, "_choice", choice)
+    net = torch.nn.Linear(400, 784)
+    x = torch.randn(2048, 400)
+    with torch.no_grad():
+        exact = net(x)
+        with gemm.fast_linear(net), gemm.gemm_precision("bfloat16"):
+            fast = net(x)
+        want = torch.nn.functional.linear(x.bfloat16().float(), net.weight.bfloat16().float(),
+                                          net.bias)  # bf16 inputs, float32 sums
+    assert not torch.equal(fast, exact)  # the precision is in effect
+    torch.testing.assert_close(fast, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(not BF16, reason="this CPU has no bf16 instructions")
+def test_bfloat16_bound_is_close_and_the_report_says_so(monkeypatch):
+    data = load_dataset("mnist-sample")
+    torch.manual_seed(0)
+    model, guide = build_pair(ModelConfig(), x_dim=data.x_dim, num_classes=data.num_classes)
+    reports = {}
+    for precision in ("float32", "bfloat16"):
+        torch.manual_seed(1)  # the same particles
+        reports[precision] = evaluate(model, guide, data.test_x[:16], num_particles=(1, 50),
+                                      progress=False, precision=precision)
+    a, b = (torch.tensor(reports[p]["per_datapoint"]["iwae"]) for p in reports)
+    assert 0 < (a - b).abs().max() < 0.05  # nats per image, of about 540 here
+    assert reports["bfloat16"]["precision"] == "bfloat16"
+    assert reports["float32"]["precision"] == "float32"

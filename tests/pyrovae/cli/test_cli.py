@@ -108,3 +108,23 @@ def test_evaluate_with_ais_rows_and_bdmc(trained_run, cli, tmp_path):
     assert code == 0 and "BDMC T=4" in out
     (row,) = json.loads((run / "bdmc.json").read_text())["rows"]
     assert row["num"] == 6 and row["upper"] > row["lower"] - 5
+
+
+def test_evaluate_precision_flag(trained_run, cli, tmp_path, monkeypatch):
+    import shutil
+
+    import pyrovae.gemm as gemm
+
+    run = tmp_path / "copy"
+    shutil.copytree(trained_run, run)
+    if gemm.bf16_supported():
+        code, _, err = cli("evaluate", run, "--num-particles", "20", "--limit", "8",
+                           "--precision", "bfloat16", "--device", "cpu", "--no-progress")
+        assert code == 0, err
+        assert json.loads((run / "eval.json").read_text())["precision"] == "bfloat16"
+        assert "bf16 GEMM inputs" in (run / "eval.md").read_text()
+    monkeypatch.setattr(gemm, "bf16_supported", lambda: False)
+    code, _, err = cli("evaluate", run, "--num-particles", "20", "--limit", "8",
+                       "--precision", "bfloat16", "--device", "cpu", "--no-progress")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "needs a CPU with bf16 instructions" in err
