@@ -27,6 +27,9 @@ the cost does not depend on the weights) this measures, in one process:
       (h) is timed side by side: ``--rounds`` interleaved rounds of evaluate and Renyi on
       the same datapoints, medians, for this pair and for the pair of (c), and the
       evaluator with torch's MKL GEMM beside its measured choice (pyrovae.gemm).
+      Where the CPU has bf16 instructions, (g) and (h) also run ``precision="bfloat16"``
+      (opt-in: GEMM inputs rounded to bf16, float32 sums) and the JSON gives the paired
+      change of the bound it causes (same seed, same noise draws).
 (c)-(e) and (h) run on fewer datapoints/particles and are extrapolated linearly to N x K.
 Targets (issue 4): (b) >= 60% of (a), and >= 10x faster than (d); (issue 19): (g) <= 3 s
 wall at two threads.
@@ -56,7 +59,7 @@ from pyro.infer.importance import vectorized_importance_weights
 
 from pyrovae import (ModelConfig, ais_log_likelihood, build_pair, evaluate, load_dataset,
                      machine_info, make_plan)
-from pyrovae.gemm import cpu_gemm, fast_linear, set_cpu_gemm
+from pyrovae.gemm import bf16_supported, cpu_gemm, fast_linear, set_cpu_gemm
 from pyrovae.models import VAE
 
 
@@ -178,6 +181,20 @@ def main(argv=None):
     target_runs = [timed(clock, evaluate, model, guide, x, num_particles=kt,
                          batch_size=args.batch_size, progress=False) for _ in range(args.rounds)]
     report_t, t_target = target_runs[0][0], statistics.median(t for _, t in target_runs)
+    # opt-in bf16 GEMM inputs where the CPU has bf16 instructions: time, and the paired
+    # change of the bound (same seed, so the same noise draws) against float32
+    bf16 = device.type == "cpu" and bf16_supported()
+    if bf16:
+        bf16_runs = [timed(clock, evaluate, model, guide, x, num_particles=kt,
+                           batch_size=args.batch_size, progress=False, precision="bfloat16")
+                     for _ in range(args.rounds)]
+        paired = {}
+        for precision in ("float32", "bfloat16"):
+            torch.manual_seed(7)
+            paired[precision] = torch.tensor(evaluate(
+                model, guide, x, num_particles=kt, batch_size=args.batch_size,
+                progress=False, precision=precision)["per_datapoint"]["iwae"])
+        shift = paired["bfloat16"] - paired["float32"]
     renyi = RenyiELBO(alpha=0, num_particles=kt, vectorize_particles=True, max_plate_nesting=1)
     nr = min(args.renyi_data, n)
     pyro_pair = PyroBernoulliVAE(model.decoder, model.prior)
@@ -190,6 +207,7 @@ def main(argv=None):
     # and Pyro's Bernoulli(logits).to_event(1) (a pair written as Pyro's tutorials write it)
     names = ("evaluate", "evaluate_mkl", "renyi", "evaluate_pyro_bernoulli",
              "renyi_pyro_bernoulli")
+    names += ("evaluate_bf16",) if bf16 else ()
     side = {name: [] for name in names if device.type == "cpu" or name != "evaluate_mkl"}
 
     def evaluate_mkl():  # the evaluator with torch's default GEMM (MKL), whatever was chosen
@@ -205,12 +223,15 @@ def main(argv=None):
                                                        batch_size=args.batch_size,
                                                        progress=False)),
                          ("evaluate_mkl", evaluate_mkl),
+                         ("evaluate_bf16", lambda: evaluate(
+                             model, guide, x[:nr], num_particles=kt, batch_size=args.batch_size,
+                             progress=False, precision="bfloat16")),
                          ("renyi", lambda: renyi_bound(model)),
                          ("evaluate_pyro_bernoulli", lambda: evaluate(
                              pyro_pair, guide, x[:nr], num_particles=kt,
                              batch_size=args.batch_size, progress=False)),
                          ("renyi_pyro_bernoulli", lambda: renyi_bound(pyro_pair))):
-            if name not in side:  # MKL only where the choice is the CPU's
+            if name not in side:  # MKL and bf16 only where the CPU has them
                 continue
             out, t = timed(clock, fn)
             side[name].append(t)
@@ -242,7 +263,17 @@ def main(argv=None):
                                "mkl_over_evaluate": med["evaluate_mkl"] / med["evaluate"]
                                if "evaluate_mkl" in med else None,
                                "renyi_over_evaluate_pyro_bernoulli":
-                                   med["renyi_pyro_bernoulli"] / med["evaluate_pyro_bernoulli"]}}
+                                   med["renyi_pyro_bernoulli"] / med["evaluate_pyro_bernoulli"],
+                               "float32_over_bfloat16": med["evaluate"] / med["evaluate_bf16"]
+                               if bf16 else None}}
+    if bf16:
+        t_bf16 = statistics.median(t for _, t in bf16_runs)
+        target["bfloat16"] = {
+            "seconds": t_bf16, "runs_seconds": [t for _, t in bf16_runs],
+            "mean_bound": bf16_runs[0][0]["bounds"][-1]["mean"],
+            "paired_shift_nats": float(shift.mean()),
+            "paired_shift_se": float(shift.std() / len(shift) ** 0.5),
+            "bound_se": float(paired["float32"].std() / len(shift) ** 0.5)}
 
     m = args.pyro_bernoulli_data
     _, t_pyro_b = timed(clock, evaluate, pyro_pair, guide, x[:m], num_particles=(big_k,),
@@ -294,12 +325,19 @@ def main(argv=None):
           f"{target['decoder_gemm_floor_seconds']:.2f} s; RenyiELBO(alpha=0) "
           f"{t_renyi * n / nr:.1f} s (extrapolated from {nr}) = "
           f"{target['renyi_over_evaluator']:.1f}x the evaluator")
+    if bf16:
+        b = target["bfloat16"]
+        print(f"IWAE_{kt} with bf16 GEMM inputs (median of {args.rounds}): {b['seconds']:.2f} s; "
+              f"bound moved by {b['paired_shift_nats']:+.4f} ± {b['paired_shift_se']:.4f} nats "
+              f"(paired, same noise; the bound's SE over datapoints: {b['bound_se']:.2f})")
     sb = target["side_by_side"]
     print(f"side by side on {nr} digits, K={kt}, median of {args.rounds} interleaved rounds: "
           f"RenyiELBO(alpha=0) / evaluate = {sb['renyi_over_evaluate']:.2f}x with pyrovae's "
           f"likelihood, {sb['renyi_over_evaluate_pyro_bernoulli']:.2f}x with Pyro's Bernoulli"
           + (f"; evaluate with MKL / with {gemm_choice} = {sb['mkl_over_evaluate']:.2f}x"
-             if sb["mkl_over_evaluate"] else ""))
+             if sb["mkl_over_evaluate"] else "")
+          + (f"; float32 / bf16 = {sb['float32_over_bfloat16']:.2f}x"
+             if sb["float32_over_bfloat16"] else ""))
     for name, t in est.items():
         print(f"  {name:16s} {t:10.1f} s (extrapolated)  -> evaluator is "
               f"{t / t_eval:.1f}x faster")

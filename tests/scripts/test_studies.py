@@ -22,6 +22,9 @@ def test_benchmark_evaluation(tmp_path, load_script):
     sb = t["side_by_side"]
     assert all(len(ts) == sb["rounds"] for ts in sb["seconds"].values())
     assert sb["renyi_over_evaluate"] > 0 and sb["renyi_over_evaluate_pyro_bernoulli"] > 0
+    if "bfloat16" in t:  # a CPU with bf16 instructions: timed and its bias measured, paired
+        assert sb["float32_over_bfloat16"] > 0 and t["bfloat16"]["seconds"] > 0
+        assert abs(t["bfloat16"]["paired_shift_nats"]) < 0.01 * abs(t["mean_bound"])
 
 
 def test_benchmark_training(tmp_path, load_script):
