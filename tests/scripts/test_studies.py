@@ -1,7 +1,10 @@
 """The study and benchmark scripts end to end at toy sizes: each runs, writes its JSON
 (with the machine), Markdown and figures.  The numbers themselves are measured by hand
 (docs/); here only what must hold at any size is checked."""
+import argparse
 import json
+
+import pytest
 
 
 def test_benchmark_evaluation(tmp_path, load_script):
@@ -79,3 +82,27 @@ def test_ais_study(tmp_path, load_script, trained):
         "--chains", "2", "--bdmc-steps", "3", "--bdmc-num", "4", "--out", str(tmp_path / "a"),
         "--figures", str(tmp_path / "fig"), "--no-progress"]) == 0
     assert (tmp_path / "a.json").is_file() and (tmp_path / "a.md").is_file()
+
+
+def test_ssvae_seeds_figure(tmp_path, load_script):
+    def lines(path, rows):
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return str(path)
+
+    example = lines(tmp_path / "ex.jsonl", [{"seed": s, "test_accuracy": [0.1, 0.5 + s / 100]}
+                                            for s in (1, 2)])
+    base = lines(tmp_path / "base.jsonl", [{"sup": 100, "enum": "parallel",
+                                            "test_accuracy": [0.6]}])
+    one = lines(tmp_path / "one.jsonl", [{"labels": 100, "train_size": 60000,
+                                          "test_accuracy": 0.55}])
+    passes = lines(tmp_path / "lp.jsonl", [{"labels": 100, "label_passes": 100, "accuracy": a}
+                                           for a in (0.67, 0.68)])
+    out = tmp_path / "seeds.png"
+    script = load_script("ssvae_seeds_figure")
+    args = ["--example", example, "--baseline", base, "--one-pass", one, "--passes", passes]
+    assert script.main([*args, "--out", str(out)]) == 0 and out.stat().st_size > 0
+    assert len(script.groups(argparse.Namespace(
+        example=example, baseline=base, one_pass=one, passes=passes, labels=100,
+        label_passes=100))["Pyro's ss_vae_M2.py\n(one pass)"]) == 3  # seeds 1, 2 and 0
+    with pytest.raises(SystemExit, match="no runs for"):
+        script.main([*args, "--label-passes", "7", "--out", str(out)])
