@@ -36,7 +36,8 @@ class Guide(PyroModule):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None):
         q = self.posterior(x, y)
-        with pyro.plate("data", x.shape[0]):
+        n = int(x.shape[0])  # Python ints: under jit.trace the plate's scale is then 1.0,
+        with pyro.plate("data", n, subsample_size=n):  # not a traced size ratio
             return pyro.sample("z", q)
 
     @torch.no_grad()

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import math
 
-import pyro.distributions as dist
 import torch
 from torch import nn
 
+from pyrovae.distributions import ReparamNormal
 from pyrovae.errors import PyroVAEError, choose
 from pyrovae.guides.amortized import AmortizedGuide, encoder_for
 from pyrovae.nets import RAW_FOR_SCALE, SCALE_FNS
@@ -65,7 +65,7 @@ class DiagonalGaussianGuide(AmortizedGuide):
 
     def posterior_from_features(self, h: torch.Tensor):
         loc, raw = h.split(self.latent_dim, dim=-1)
-        return dist.Normal(loc, self.scale_of(raw)).to_event(1)
+        return ReparamNormal(loc, self.scale_of(raw)).to_event(1)
 
 
 @register("guide", "diagonal")

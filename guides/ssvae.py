@@ -46,7 +46,8 @@ class SemiSupervisedGuide(Guide):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None):
         q_y = dist.Categorical(logits=self.classifier(x))
-        with pyro.plate("data", x.shape[0]):
+        n = int(x.shape[0])  # Python ints: under jit.trace the plate's scale is then 1.0,
+        with pyro.plate("data", n, subsample_size=n):  # not a traced size ratio
             if y is None:
                 y = pyro.sample("y", q_y, infer={"enumerate": "parallel"})
             else:

@@ -22,6 +22,7 @@ from pyro.distributions import constraints
 from pyro.distributions.transforms import affine_autoregressive
 from torch import nn
 
+from pyrovae.distributions import UnitNormal
 from pyrovae.errors import PyroVAEError
 from pyrovae.registry import register
 
@@ -40,7 +41,7 @@ class StandardNormalPrior(nn.Module):
         self.register_buffer("scale", torch.ones(latent_dim))
 
     def forward(self) -> dist.Distribution:
-        return dist.Normal(self.loc, self.scale).to_event(1)
+        return UnitNormal(self.loc, self.scale).to_event(1)
 
 
 class GaussianMixture(dist.TorchDistribution):

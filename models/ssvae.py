@@ -34,7 +34,8 @@ class SSVAE(VAE):
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None):
         if y is not None:
             labels_one_hot(y, self.num_classes, x.shape[0], who="the semi-supervised model")
-        with pyro.plate("data", x.shape[0]):
+        n = int(x.shape[0])  # Python ints: under jit.trace the plate's scale is then 1.0,
+        with pyro.plate("data", n, subsample_size=n):  # not a traced size ratio
             y = pyro.sample("y", dist.Categorical(logits=self.class_logits), obs=y)
             z = pyro.sample("z", self.prior())
             out = self.decoder(z, one_hot_any(y, self.num_classes, x.shape[0]).to(z.dtype))

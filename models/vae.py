@@ -54,7 +54,8 @@ class VAE(PyroModule):
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None):
         y1 = (labels_one_hot(y, self.num_classes, x.shape[0]).to(x.device)
               if self.num_classes else None)
-        with pyro.plate("data", x.shape[0]):
+        n = int(x.shape[0])  # Python ints: under jit.trace the plate's scale is then 1.0,
+        with pyro.plate("data", n, subsample_size=n):  # not a traced size ratio
             z = pyro.sample("z", self.prior())
             # the decoder broadcasts y over any particle dims the evaluator puts on z
             out = self.decoder(z) if y1 is None else self.decoder(z, y1)

@@ -68,37 +68,48 @@ class SyncFreeTrace_ELBO(Trace_ELBO):
     """
 
     def differentiable_loss(self, model, guide, *args, **kwargs):
-        loss = 0.0
+        particles = []
         for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
             particle = _reparameterized_loss(model_trace, guide_trace)
             if particle is None:
                 value, surrogate = self._differentiable_loss_particle(model_trace, guide_trace)
                 particle = value + (surrogate - surrogate.detach())
-            loss = loss + particle / self.num_particles
-        return loss
+            particles.append(particle)
+        total = _total(particles)  # one trace, or one per particle (not vectorized)
+        return total if self.num_particles == 1 else total / self.num_particles
+
+
+def _total(terms):
+    """``sum(terms)`` without the ``0 +`` of Python's ``sum`` (one op fewer per trace)."""
+    total = None
+    for t in terms:
+        total = t if total is None else total + t
+    return 0.0 if total is None else total
 
 
 def _reparameterized_loss(model_trace, guide_trace):
     """-(ELBO) with the surrogate's gradient, or None if a guide site needs a score function."""
-    log_p = sum(s["log_prob_sum"] for s in model_trace.nodes.values() if s["type"] == "sample")
-    log_q = surrogate_log_q = 0.0
+    log_p = _total(s["log_prob_sum"] for s in model_trace.nodes.values() if s["type"] == "sample")
+    log_q, surrogate_log_q, same = [], [], True
     for site in guide_trace.nodes.values():
         if site["type"] != "sample":
             continue
         log_prob, score_function, entropy_term = site["score_parts"]
         if not is_identically_zero(score_function):
             return None
-        log_q = log_q + site["log_prob_sum"]
+        log_q.append(site["log_prob_sum"])
         # Pyro's surrogate uses the entropy term; for torch distributions it *is* log_prob
         # unless a scale (β) was applied to each part separately
         if entropy_term is log_prob:
-            surrogate_log_q = surrogate_log_q + site["log_prob_sum"]
-        elif not is_identically_zero(entropy_term):
-            surrogate_log_q = surrogate_log_q + entropy_term.sum()
-    value = log_q - log_p
-    if surrogate_log_q is log_q:
+            surrogate_log_q.append(site["log_prob_sum"])
+        else:
+            same = False
+            if not is_identically_zero(entropy_term):
+                surrogate_log_q.append(entropy_term.sum())
+    value = _total(log_q) - log_p
+    if same:  # the surrogate is the value: its gradient is the value's
         return value
-    surrogate = surrogate_log_q - log_p
+    surrogate = _total(surrogate_log_q) - log_p
     return value.detach() + (surrogate - surrogate.detach())
 
 

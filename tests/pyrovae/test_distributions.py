@@ -1,9 +1,11 @@
-"""IndependentBernoulli must be Bernoulli(logits).to_event(1) in every observable way."""
+"""IndependentBernoulli must be Bernoulli(logits).to_event(1) in every observable way;
+ReparamNormal and UnitNormal must be Normal in value, samples and total gradient."""
 import pyro.distributions as dist
 import pytest
 import torch
 
-from pyrovae.distributions import BLOCK_BYTES, IndependentBernoulli, _group_size
+from pyrovae.distributions import (BLOCK_BYTES, IndependentBernoulli, ReparamNormal, UnitNormal,
+                                  _group_size)
 
 
 def _logits(*shape, dtype=torch.float64):
@@ -81,3 +83,50 @@ def test_custom_backward_passes_gradcheck(value_shape):
     logits = (3 * torch.randn(2, 3, 784, dtype=torch.float64)).requires_grad_()
     value = torch.bernoulli(torch.full(value_shape, 0.4, dtype=torch.float64)).requires_grad_()
     assert torch.autograd.gradcheck(bernoulli_log_prob, (logits, value))
+
+
+def _loc_scale():
+    g = torch.Generator().manual_seed(1)
+    loc = torch.randn(6, 4, generator=g, dtype=torch.float64).requires_grad_()
+    raw = torch.randn(6, 4, generator=g, dtype=torch.float64).requires_grad_()
+    return loc, raw
+
+
+@pytest.mark.parametrize("sample_shape", [(), (3,)])
+def test_reparam_normal_is_normal_in_value_samples_and_total_gradient(sample_shape):
+    loc, raw = _loc_scale()
+    grads = {}
+    for name, cls in (("pyro", dist.Normal), ("ours", ReparamNormal)):
+        torch.manual_seed(0)
+        q = cls(loc, raw.exp()).to_event(1)
+        z = q.rsample(sample_shape)
+        log_q = q.log_prob(z)
+        grads[name] = (z.detach(), log_q.detach(),
+                       *torch.autograd.grad(log_q.sum() + z.sum(), (loc, raw)))
+    for a, b in zip(grads["pyro"], grads["ours"]):  # same draw, density and gradient
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_reparam_normal_other_values_take_the_general_formula():
+    loc, raw = _loc_scale()
+    q = ReparamNormal(loc, raw.exp())
+    ref = dist.Normal(loc, raw.exp())
+    z = q.rsample()
+    for value in (z.detach(), z.detach().requires_grad_(), z + 0.5, torch.zeros(4)):
+        torch.testing.assert_close(q.log_prob(value), ref.log_prob(value))
+    leaf = z.detach().requires_grad_()  # HMC's leaf: the gradient in the value must flow
+    q._drawn = (leaf, torch.zeros_like(leaf))
+    (g,) = torch.autograd.grad(q.log_prob(leaf).sum(), leaf)
+    torch.testing.assert_close(g, -(leaf - loc) / raw.exp() ** 2)
+    wide = q.expand((2, 6, 4))  # a plate's broadcast: a fresh instance, no stale noise
+    assert isinstance(wide, ReparamNormal) and getattr(wide, "_drawn", None) is None
+
+
+def test_unit_normal_is_the_standard_normal():
+    prior = UnitNormal(torch.zeros(4), torch.ones(4)).to_event(1)
+    ref = dist.Normal(torch.zeros(4), torch.ones(4)).to_event(1)
+    z = torch.randn(3, 5, 4, dtype=torch.float32)
+    torch.testing.assert_close(prior.log_prob(z), ref.log_prob(z))
+    assert prior.log_prob(torch.zeros(4)).shape == ()
+    wide = UnitNormal(torch.zeros(5, 4), torch.ones(5, 4))
+    assert wide.log_prob(torch.zeros(4)).shape == (5, 4)  # broadcast to the batch shape
