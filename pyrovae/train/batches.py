@@ -93,7 +93,8 @@ class SemiSupervisedBatches:
         self.nu = math.ceil(len(self.unlabelled) / self.bs)
         self.per_pass = math.ceil(len(self.labelled) / self.bs_l)
         self.nl = self.per_pass * label_passes
-        self.steps, self.seen, self.device = self.nu + self.nl, len(self.x), self.x.device
+        self.steps, self.device = self.nu + self.nl, self.x.device
+        self.seen = len(self.unlabelled) + label_passes * len(self.labelled)  # per epoch
         # step i is labelled when it is one of the nl evenly spaced positions
         self.is_labelled = torch.zeros(self.steps, dtype=torch.bool)
         self.is_labelled[(torch.arange(self.nl) * self.steps) // self.nl] = True

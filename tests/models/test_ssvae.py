@@ -80,6 +80,7 @@ def test_label_passes_cycle_the_labelled_set_in_fresh_orders(sample_data):
     gen = torch.Generator().manual_seed(0)
     perm = batches.order(gen)
     assert batches.steps == math.ceil(3950 / 20) + 3 * 3  # 3 passes of 3 labelled batches
+    assert batches.seen == 3950 + 3 * 50  # what the epoch's mean training loss divides by
     labelled, positions = [], []
     for i in range(batches.steps):
         args = batches.batch(perm, i, gen)

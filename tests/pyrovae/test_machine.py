@@ -41,6 +41,8 @@ def _page_faults(mode: str) -> int:
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 def test_evaluator_reuses_freed_pages_instead_of_faulting_them_in():
-    # 64 images x 300 particles: ~25,000 page faults when glibc returns freed chunks
-    assert _page_faults("off") > 5000
-    assert _page_faults("on") < 500
+    # 64 images x 300 particles: ~25,000 page faults when glibc returns freed chunks, a few
+    # to ~1,200 (other processes' memory use moves it) when it keeps them
+    off = _page_faults("off")
+    assert off > 5000
+    assert _page_faults("on") < off / 10
