@@ -20,6 +20,7 @@ from torch import nn
 from pyrovae.conv_nets import ConvEncoder, image_side
 from pyrovae.data import labels_one_hot
 from pyrovae.errors import PyroVAEError
+from pyrovae.infer.sites import batch_plate
 from pyrovae.nets import MLP, ConditionedMLP, unique_name
 
 
@@ -36,8 +37,7 @@ class Guide(PyroModule):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None):
         q = self.posterior(x, y)
-        n = int(x.shape[0])  # Python ints: under jit.trace the plate's scale is then 1.0,
-        with pyro.plate("data", n, subsample_size=n):  # not a traced size ratio
+        with batch_plate(x):
             return pyro.sample("z", q)
 
     @torch.no_grad()

@@ -17,6 +17,7 @@ from pyrovae.data import one_hot_any
 from pyrovae.guides.amortized import Guide, encoder_for
 from pyrovae.guides.gaussian import DiagonalGaussianGuide
 from pyrovae.infer.handlers import label_likelihood
+from pyrovae.infer.sites import batch_plate
 from pyrovae.nets import MLP
 from pyrovae.registry import register
 
@@ -46,8 +47,7 @@ class SemiSupervisedGuide(Guide):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None):
         q_y = dist.Categorical(logits=self.classifier(x))
-        n = int(x.shape[0])  # Python ints: under jit.trace the plate's scale is then 1.0,
-        with pyro.plate("data", n, subsample_size=n):  # not a traced size ratio
+        with batch_plate(x):
             if y is None:
                 y = pyro.sample("y", q_y, infer={"enumerate": "parallel"})
             else:

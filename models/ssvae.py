@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from pyrovae.data import labels_one_hot, one_hot_any
+from pyrovae.infer.sites import batch_plate
 from pyrovae.models.cvae import build_conditional
 from pyrovae.models.vae import VAE
 from pyrovae.nets import ConditionedMLP
@@ -34,8 +35,7 @@ class SSVAE(VAE):
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None):
         if y is not None:
             labels_one_hot(y, self.num_classes, x.shape[0], who="the semi-supervised model")
-        n = int(x.shape[0])  # Python ints: under jit.trace the plate's scale is then 1.0,
-        with pyro.plate("data", n, subsample_size=n):  # not a traced size ratio
+        with batch_plate(x):
             y = pyro.sample("y", dist.Categorical(logits=self.class_logits), obs=y)
             z = pyro.sample("z", self.prior())
             out = self.decoder(z, one_hot_any(y, self.num_classes, x.shape[0]).to(z.dtype))

@@ -17,6 +17,7 @@ from torch import nn
 from pyrovae.conv_nets import ConvDecoder, image_side
 from pyrovae.data import labels_one_hot
 from pyrovae.errors import PyroVAEError
+from pyrovae.infer.sites import batch_plate
 from pyrovae.models.likelihoods import init_output_bias_, likelihood
 from pyrovae.nets import MLP, unique_name
 from pyrovae.registry import register
@@ -54,8 +55,7 @@ class VAE(PyroModule):
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None):
         y1 = (labels_one_hot(y, self.num_classes, x.shape[0]).to(x.device)
               if self.num_classes else None)
-        n = int(x.shape[0])  # Python ints: under jit.trace the plate's scale is then 1.0,
-        with pyro.plate("data", n, subsample_size=n):  # not a traced size ratio
+        with batch_plate(x):
             z = pyro.sample("z", self.prior())
             # the decoder broadcasts y over any particle dims the evaluator puts on z
             out = self.decoder(z) if y1 is None else self.decoder(z, y1)

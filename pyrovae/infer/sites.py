@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 
+import pyro
 import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
@@ -26,6 +27,14 @@ _SHAPE_MISMATCH = re.compile(r"Shape mismatch inside plate\('([^']*)'\) at site 
 def pair_args(x, y=None, *args) -> tuple:
     """The positional arguments of a pair: ``(x,)`` without a label, ``(x, y)`` with one."""
     return (x, *args) if y is None else (x, y, *args)
+
+
+def batch_plate(x: torch.Tensor, name: str = "data") -> pyro.plate:
+    """``pyro.plate(name, len(x))`` with the size as a Python int and no subsampling, so that
+    under ``torch.jit.trace`` (one trace per batch shape) Pyro's site scale is the float 1.0
+    and skipped, not a traced size ratio replayed forward and backward every step."""
+    n = int(x.shape[0])
+    return pyro.plate(name, n, subsample_size=n)
 
 
 def sample_sites(trace) -> dict:
