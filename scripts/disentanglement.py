@@ -6,10 +6,14 @@ beside reconstruction, KL and active units; the trade-off figure and traversals 
 are labelled by the factor each latent carries most information about.
 
     python scripts/disentanglement.py --betas 1 2 4 8 16 --tcvae 4 8 --seeds 0 1 --epochs 10
+
+Lanes run side by side (one per core, each with its own --out) are joined with --merge;
+--baseline draws this budget's metrics against another run's (e.g. 15 vs 150 epochs).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -38,7 +42,39 @@ def parse_args(argv=None):
     p.add_argument("--figures", default="docs/figures")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--merge", nargs="+", metavar="JSON", default=None,
+                   help="train nothing: join these results files (lanes of one study)")
+    p.add_argument("--baseline", metavar="JSON", default=None,
+                   help="another budget's results: adds disentanglement_budget.png")
     return p.parse_args(argv)
+
+
+def read_study(path) -> dict:
+    """One results file of this script, or a one-line error."""
+    try:
+        r = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"{path}: not a readable results file of this script ({e})") from None
+    if not isinstance(r, dict) or "rows" not in r or "args" not in r:
+        raise SystemExit(f"{path}: no 'rows' and 'args'; give a JSON this script wrote")
+    return r
+
+
+def merged_rows(paths, args) -> list[dict]:
+    """The rows of several lanes; their dataset, epochs and latents must agree, and
+    ``args`` takes them."""
+    studies = [read_study(p) for p in paths]
+    keys = ("dataset", "epochs", "latent_dim", "train_size", "votes")
+    first = {k: studies[0]["args"].get(k) for k in keys}
+    for path, r in zip(paths, studies):
+        other = {k: r["args"].get(k) for k in keys}
+        if other != first:
+            raise SystemExit(f"{path}: {other} differs from {paths[0]}'s {first}; "
+                             "merge only lanes of one study")
+    for k, v in first.items():
+        setattr(args, k, v)
+    args.seeds = sorted({r["seed"] for s in studies for r in s["rows"]})
+    return [r for s in studies for r in s["rows"]]
 
 
 def run(data, objective: str, beta: float, seed: int, args) -> tuple[dict, object, object]:
@@ -86,46 +122,89 @@ def summarize(rows):
     return out
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    data = load_dataset(args.dataset)
-    rows, kept = [], {}
-    plan = [("elbo", b) for b in args.betas] + [("tcvae:" + f"{b:g}", b) for b in args.tcvae]
-    for objective, beta in plan:
-        for seed in args.seeds:
-            row, model, guide = run(data, objective, beta, seed, args)
-            rows.append(row)
-            print({k: row[k] for k in ("objective", "beta", "seed", "mig", "factorvae", "recon")})
-            if seed == args.seeds[0]:
-                kept[(objective, beta)] = (model, guide, row)
-    summary = summarize(rows)
-    figures = Path(args.figures)
+def beta_axis(a, summary):
+    """A log-β axis ticked at the β values studied, written as numbers."""
+    betas = sorted({s["beta"] for s in summary})
+    a.set_xscale("log")
+    a.set_xticks(betas, [f"{b:g}" for b in betas])
+    a.minorticks_off()
+
+
+def trade_off_figure(summary, path):
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.2), dpi=110)
     for obj, style in (("elbo", "o-"), ("tcvae", "s--")):
         pts = [s for s in summary if s["objective"].startswith(obj)]
         if not pts:
             continue
         label = "β-VAE" if obj == "elbo" else "β-TCVAE"
-        for metric, a in (("mig", ax[0]), ("factorvae", ax[0])):
-            a.errorbar([p["beta"] for p in pts], [p[metric] for p in pts],
-                       [p[metric + "_sd"] for p in pts], fmt=style, capsize=3,
-                       label=f"{label} {'MIG' if metric == 'mig' else 'FactorVAE score'}")
+        for metric in ("mig", "factorvae"):
+            ax[0].errorbar([p["beta"] for p in pts], [p[metric] for p in pts],
+                           [p[metric + "_sd"] for p in pts], fmt=style, capsize=3,
+                           label=f"{label} {'MIG' if metric == 'mig' else 'FactorVAE score'}")
         ax[1].errorbar([p["beta"] for p in pts], [p["recon"] for p in pts],
                        [p["recon_sd"] for p in pts], fmt=style, capsize=3, label=label)
-    ax[0].set(xscale="log", xlabel="β", ylabel="disentanglement", title="disentanglement vs β")
-    ax[1].set(xscale="log", xlabel="β", ylabel="E_q log p(x|z) (nats)",
-              title="reconstruction vs β")
+    ax[0].set(xlabel="β", ylabel="disentanglement", title="disentanglement vs β")
+    ax[1].set(xlabel="β", ylabel="E_q log p(x|z) (nats)", title="reconstruction vs β")
     for a in ax:
+        beta_axis(a, summary)
         a.legend(fontsize=7)
         a.title.set_fontsize(9)
     fig.tight_layout()
-    save_figure(fig, figures / "disentanglement.png")
-    for (objective, beta), (model, guide, row) in kept.items():
-        if objective == "elbo" and beta in (min(args.betas), max(args.betas)):
-            plot_traversal(model, guide, data.test_x, figures / f"sprites_traversal_beta{beta:g}.png",
-                           index=0, span=2.5, steps=9, unit_names=row["unit_factor"],
-                           title=f"β = {beta:g}: rows = latents, with their top-MI factor")
+    save_figure(fig, path)
+
+
+def budget_figure(budgets: dict, path):
+    """β-VAE's MIG, FactorVAE score and reconstruction against β, one line per budget."""
+    fig, ax = plt.subplots(1, 3, figsize=(11, 3.2), dpi=110)
+    panels = (("mig", "MIG"), ("factorvae", "FactorVAE score"), ("recon", "E_q log p(x|z) (nats)"))
+    for (name, summary), style in zip(budgets.items(), ("o-", "s--", "^:")):
+        pts = [s for s in summary if s["objective"] == "elbo"]
+        for a, (key, title) in zip(ax, panels):
+            a.errorbar([p["beta"] for p in pts], [p[key] for p in pts],
+                       [p[key + "_sd"] for p in pts], fmt=style, capsize=3,
+                       label=f"{name} ({pts[0]['seeds'] if pts else 0} seeds)")
+            a.set(xlabel="β", title=title)
+            a.title.set_fontsize(9)
+            beta_axis(a, summary)
+    ax[0].legend(fontsize=7)
+    fig.suptitle("β-VAE on sprites: the same β at two training budgets", fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    baseline = read_study(args.baseline) if args.baseline else None
+    if args.merge:
+        rows = merged_rows(args.merge, args)
+    else:
+        data = load_dataset(args.dataset)
+        rows, kept = [], {}
+        plan = [("elbo", b) for b in args.betas] + [("tcvae:" + f"{b:g}", b) for b in args.tcvae]
+        for objective, beta in plan:
+            for seed in args.seeds:
+                row, model, guide = run(data, objective, beta, seed, args)
+                rows.append(row)
+                print({k: row[k] for k in ("objective", "beta", "seed", "mig", "factorvae",
+                                           "recon")})
+                if seed == args.seeds[0]:
+                    kept[(objective, beta)] = (model, guide, row)
+    summary = summarize(rows)
+    figures = Path(args.figures)
+    trade_off_figure(summary, figures / "disentanglement.png")
+    if baseline is not None:
+        budget_figure({f"{baseline['args']['epochs']} epochs": summarize(baseline["rows"]),
+                       f"{args.epochs} epochs": summary},
+                      figures / "disentanglement_budget.png")
+    if not args.merge:
+        betas = [b for (objective, b) in kept if objective == "elbo"]
+        for (objective, beta), (model, guide, row) in kept.items():
+            if objective == "elbo" and beta in (min(betas), max(betas)):
+                plot_traversal(model, guide, data.test_x,
+                               figures / f"sprites_traversal_beta{beta:g}.png",
+                               index=0, span=2.5, steps=9, unit_names=row["unit_factor"],
+                               title=f"β = {beta:g}: rows = latents, with their top-MI factor")
     lines = [f"{args.dataset}, conv VAE (latent {args.latent_dim}), {args.epochs} epochs, "
              f"seeds {args.seeds}; test set; mean ± sd over seeds; FactorVAE score from "
              f"{args.votes} train / {args.votes} eval votes of 64.", "",

@@ -58,6 +58,36 @@ def test_disentanglement_study(tmp_path, load_script):
         assert (tmp_path / "fig" / name).stat().st_size > 0
 
 
+def test_disentanglement_merge_and_baseline(tmp_path, load_script):
+    """Lanes join into one table (seeds pooled per β), a baseline budget gets its own
+    figure, and lanes of different studies are refused in one line."""
+    def lane(name, epochs, betas, seed, mig):
+        rows = [{"objective": "elbo", "beta": b, "seed": seed, "mig": mig * b, "factorvae": 0.5,
+                 "recon": -20.0 * b, "kl": 5.0, "active_units": 3} for b in betas]
+        args = {"dataset": "sprites", "epochs": epochs, "latent_dim": 10, "train_size": None,
+                "votes": 800}
+        (tmp_path / name).write_text(json.dumps({"rows": rows, "args": args}))
+        return str(tmp_path / name)
+
+    a, b = lane("a.json", 150, [1, 4], 0, 0.01), lane("b.json", 150, [1, 4], 1, 0.03)
+    base = lane("base.json", 15, [1, 4], 0, 0.005)
+    script = load_script("disentanglement")
+    assert script.main(["--merge", a, b, "--baseline", base, "--out", str(tmp_path / "m"),
+                        "--figures", str(tmp_path / "fig")]) == 0
+    r = json.loads((tmp_path / "m.json").read_text())
+    assert [(s["beta"], s["seeds"]) for s in r["summary"]] == [(1, 2), (4, 2)]
+    assert abs(r["summary"][1]["mig"] - 0.08) < 1e-12
+    assert "150 epochs, seeds [0, 1]" in (tmp_path / "m.md").read_text()
+    for name in ("disentanglement.png", "disentanglement_budget.png"):
+        assert (tmp_path / "fig" / name).stat().st_size > 0
+    other = lane("c.json", 15, [8], 2, 0.01)
+    with pytest.raises(SystemExit, match="merge only lanes of one study"):
+        script.main(["--merge", a, other, "--out", str(tmp_path / "x")])
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    with pytest.raises(SystemExit, match="give a JSON this script wrote"):
+        script.main(["--merge", str(tmp_path / "bad.json"), "--out", str(tmp_path / "x")])
+
+
 def test_ssvae_study(tmp_path, load_script):
     baseline = tmp_path / "baseline.jsonl"
     baseline.write_text(json.dumps({"sup": 100, "enum": "parallel", "seconds_per_epoch": [1.0],
