@@ -165,7 +165,8 @@ def budget_figure(budgets: dict, path):
                        label=f"{name} ({pts[0]['seeds'] if pts else 0} seeds)")
             a.set(xlabel="β", title=title)
             a.title.set_fontsize(9)
-            beta_axis(a, summary)
+    for a in ax:
+        beta_axis(a, [s for summary in budgets.values() for s in summary])
     ax[0].legend(fontsize=7)
     fig.suptitle("β-VAE on sprites: the same β at two training budgets", fontsize=9)
     fig.tight_layout()
