@@ -71,10 +71,21 @@ def merged_rows(paths, args) -> list[dict]:
         if other != first:
             raise SystemExit(f"{path}: {other} differs from {paths[0]}'s {first}; "
                              "merge only lanes of one study")
+    rows, seen = [], {}
+    for path, r in zip(paths, studies):
+        for row in r["rows"]:
+            key = (row["objective"], row["beta"], row["seed"])
+            if key in seen:
+                raise SystemExit(f"{path}: {key[0]} at β = {key[1]:g}, seed {key[2]} is also in "
+                                 f"{seen[key]}; merge each run once")
+            seen[key] = path
+            rows.append(row)
     for k, v in first.items():
         setattr(args, k, v)
-    args.seeds = sorted({r["seed"] for s in studies for r in s["rows"]})
-    return [r for s in studies for r in s["rows"]]
+    args.seeds = sorted({r["seed"] for r in rows})
+    args.betas = sorted({r["beta"] for r in rows if r["objective"] == "elbo"})
+    args.tcvae = sorted({r["beta"] for r in rows if r["objective"] != "elbo"})
+    return rows
 
 
 def run(data, objective: str, beta: float, seed: int, args) -> tuple[dict, object, object]:
@@ -195,8 +206,8 @@ def main(argv=None) -> int:
     figures = Path(args.figures)
     trade_off_figure(summary, figures / "disentanglement.png")
     if baseline is not None:
-        budget_figure({f"{baseline['args']['epochs']} epochs": summarize(baseline["rows"]),
-                       f"{args.epochs} epochs": summary},
+        budget_figure({f"baseline, {baseline['args']['epochs']} epochs":
+                       summarize(baseline["rows"]), f"{args.epochs} epochs": summary},
                       figures / "disentanglement_budget.png")
     if not args.merge:
         betas = [b for (objective, b) in kept if objective == "elbo"]

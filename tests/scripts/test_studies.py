@@ -78,11 +78,14 @@ def test_disentanglement_merge_and_baseline(tmp_path, load_script):
     assert [(s["beta"], s["seeds"]) for s in r["summary"]] == [(1, 2), (4, 2)]
     assert abs(r["summary"][1]["mig"] - 0.08) < 1e-12
     assert "150 epochs, seeds [0, 1]" in (tmp_path / "m.md").read_text()
+    assert r["args"]["betas"] == [1, 4] and r["args"]["tcvae"] == []
     for name in ("disentanglement.png", "disentanglement_budget.png"):
         assert (tmp_path / "fig" / name).stat().st_size > 0
     other = lane("c.json", 15, [8], 2, 0.01)
     with pytest.raises(SystemExit, match="merge only lanes of one study"):
         script.main(["--merge", a, other, "--out", str(tmp_path / "x")])
+    with pytest.raises(SystemExit, match="merge each run once"):
+        script.main(["--merge", a, a, "--out", str(tmp_path / "x")])
     (tmp_path / "bad.json").write_text("[1, 2]")
     with pytest.raises(SystemExit, match="give a JSON this script wrote"):
         script.main(["--merge", str(tmp_path / "bad.json"), "--out", str(tmp_path / "x")])
