@@ -30,7 +30,8 @@ from study import write_results
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     p.add_argument("--dataset", default="sprites", help="sprites (32x32) or sprites64")
-    p.add_argument("--betas", type=float, nargs="+", default=[1, 2, 4, 8, 16])
+    p.add_argument("--betas", type=float, nargs="*", default=[1, 2, 4, 8, 16],
+                   help="β-VAE betas (none: a β-TCVAE-only study)")
     p.add_argument("--tcvae", type=float, nargs="*", default=[4, 8], help="β-TCVAE betas")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--epochs", type=int, default=10)
