@@ -7,29 +7,24 @@ and pyrovae with ``--label-passes``, from the JSON lines the runs wrote (docs/ss
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 
 from pyrovae import save_figure
-
-
-def read(path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+from study import read_jsonl
 
 
 def groups(args) -> dict[str, list[float]]:
     """Test accuracies per seed, by who trained and how."""
-    example = {r["seed"]: r["test_accuracy"][-1] for r in read(args.example)}
-    for r in read(args.baseline):  # the example's seed-0 run
+    example = {r["seed"]: r["test_accuracy"][-1] for r in read_jsonl(args.example)}
+    for r in read_jsonl(args.baseline):  # the example's seed-0 run
         if r["sup"] == args.labels and r["enum"] == "parallel":
             example.setdefault(r.get("seed", 0), r["test_accuracy"][-1])
-    one = [r["test_accuracy"] for r in read(args.one_pass)
+    one = [r["test_accuracy"] for r in read_jsonl(args.one_pass)
            if r["labels"] == args.labels and r["train_size"] == 60000]
-    passes = [r["accuracy"] for r in read(args.passes)
+    passes = [r["accuracy"] for r in read_jsonl(args.passes)
               if r["labels"] == args.labels and r["label_passes"] == args.label_passes]
     return {"Pyro's ss_vae_M2.py\n(one pass)": list(example.values()),
             "pyrovae\none pass": one,

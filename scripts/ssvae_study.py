@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import torch
 from pyrovae import (ModelConfig, TrainConfig, build_pair, class_names, evaluate, fit,
                      label_accuracy, load_dataset, plot_class_grid,
                      plot_style_transfer, save_figure, with_labels)
-from study import write_results
+from study import read_jsonl, write_results
 
 
 def parse_args(argv=None):
@@ -120,8 +119,7 @@ def main(argv=None) -> int:
     for n in args.sampled:
         rows.append(run(n, "elbo", args, data, held)[0])
         print(rows[-1])
-    baseline = ([json.loads(line) for line in Path(args.baseline).read_text().splitlines()
-                 if line.strip()] if args.baseline else [])
+    baseline = read_jsonl(args.baseline) if args.baseline else []
     names = class_names(args.dataset)
     figures = Path(args.figures)
     model, guide = last

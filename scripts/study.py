@@ -18,6 +18,11 @@ def prepare(args) -> Path:
     return out
 
 
+def read_jsonl(path) -> list[dict]:
+    """The records of a JSON-lines file (one run per line; blank lines skipped)."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
 def write_results(stem, payload: dict, lines: list[str]) -> str:
     """``STEM.json`` (``payload`` plus the machine) and ``STEM.md`` (``lines`` plus the
     machine); returns the Markdown."""
